@@ -1,0 +1,95 @@
+"""The two network skeletons: pre-activation CIFAR nets and post-activation ImageNet nets.
+
+Both are a stem, a sequence of `Stage`s and a head; the block class and the per-stage sizes pick
+the family (see `registry.py` for the named models).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from sharesnet_jax.models.layers import (
+    PAD_3X3, ModuleDef, Stage, check_share, logits_head, make_conv, make_norm,
+)
+
+
+def _run_stages(x, train, *, block_cls, stage_sizes, stage_features, stage_strides, share, conv,
+                norm, block_kwargs):
+    for index, (num_blocks, features, strides) in enumerate(
+        zip(stage_sizes, stage_features, stage_strides)
+    ):
+        x = Stage(block_cls=block_cls, num_blocks=num_blocks, features=features, strides=strides,
+                  share=share, conv=conv, norm=norm, block_kwargs=block_kwargs,
+                  name=f"stage{index + 1}")(x, train)
+    return x
+
+
+class PreActResNet(nn.Module):
+    """CIFAR pre-activation ResNet (He et al. 2016) and Wide ResNet (Zagoruyko & Komodakis 2016).
+
+    3x3 stem to 16 channels, three stages at strides 1, 2, 2, then BN-ReLU, global average pool
+    and a dense layer. `stage_features` are the 3x3 widths (the bottleneck outputs 4x that).
+    """
+
+    block_cls: ModuleDef
+    stage_sizes: Sequence[int]
+    stage_features: Sequence[int]
+    num_classes: int
+    share: str = "none"
+    stem_features: int = 16
+    dropout_rate: float = 0.0
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+    act: Callable[[jax.Array], jax.Array] = nn.relu
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        check_share(self.share)
+        conv = make_conv(self.dtype, self.param_dtype)
+        norm = make_norm(train, self.dtype, self.param_dtype)
+        block_kwargs = (("act", self.act),)
+        if self.dropout_rate:
+            block_kwargs += (("dropout_rate", self.dropout_rate),)
+        x = jnp.asarray(x, self.dtype)
+        x = conv(self.stem_features, (3, 3), padding=PAD_3X3, name="stem_conv")(x)
+        x = _run_stages(x, train, block_cls=self.block_cls, stage_sizes=self.stage_sizes,
+                        stage_features=self.stage_features, stage_strides=(1, 2, 2),
+                        share=self.share, conv=conv, norm=norm, block_kwargs=block_kwargs)
+        x = self.act(norm(name="final_bn")(x))
+        return logits_head(x, self.num_classes, self.dtype, self.param_dtype)
+
+
+class ResNet(nn.Module):
+    """ImageNet ResNet in torchvision's layout, so its weights map one to one.
+
+    7x7/2 stem conv + BN + ReLU + 3x3/2 max-pool, four stages at widths 64..512 (strides 1, 2, 2,
+    2; the stride sits on the 3x3), global average pool and a dense layer.
+    """
+
+    block_cls: ModuleDef
+    stage_sizes: Sequence[int]
+    num_classes: int
+    share: str = "none"
+    stage_features: Sequence[int] = (64, 128, 256, 512)
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+    act: Callable[[jax.Array], jax.Array] = nn.relu
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        check_share(self.share)
+        conv = make_conv(self.dtype, self.param_dtype)
+        norm = make_norm(train, self.dtype, self.param_dtype)
+        x = jnp.asarray(x, self.dtype)
+        x = conv(self.stage_features[0], (7, 7), 2, padding=((3, 3), (3, 3)), name="stem_conv")(x)
+        x = self.act(norm(name="stem_bn")(x))
+        x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=PAD_3X3)
+        x = _run_stages(x, train, block_cls=self.block_cls, stage_sizes=self.stage_sizes,
+                        stage_features=self.stage_features, stage_strides=(1, 2, 2, 2),
+                        share=self.share, conv=conv, norm=norm,
+                        block_kwargs=(("act", self.act),))
+        return logits_head(x, self.num_classes, self.dtype, self.param_dtype)
