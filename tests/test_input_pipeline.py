@@ -1,0 +1,308 @@
+"""Tests of the TFDS input pipelines and the embedded digits dataset; all offline and fast."""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import itertools
+import os
+import time
+
+import ml_collections
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from sharesnet_jax import digits
+from sharesnet_jax import input_pipeline
+
+NUM_DIGITS_TRAIN = 1497
+NUM_DIGITS_TEST = 300
+
+
+def make_config(**overrides) -> ml_collections.ConfigDict:
+    values = dict(
+        dataset='digits', data_dir=None, download=False, seed=0, image_size=None,
+        augment='auto', shuffle_buffer=2048, eval_split=None, train_split='train',
+    )
+    values.update(overrides)
+    return ml_collections.ConfigDict(values)
+
+
+@pytest.fixture(scope='module')
+def digits_dir(tmp_path_factory) -> str:
+    return digits.ensure_digits_dataset(str(tmp_path_factory.mktemp('tfds')))
+
+
+def example_hashes(batch: dict[str, np.ndarray], mask=None) -> list[str]:
+    """Identifies examples by content, so shares can be compared across processes."""
+    keep = np.ones(len(batch['label']), bool) if mask is None else mask > 0
+    return [
+        hashlib.sha1(image.tobytes() + bytes([int(label)])).hexdigest()
+        for image, label in zip(batch['image'][keep], batch['label'][keep])
+    ]
+
+
+def digits_split_hashes(split: str) -> collections.Counter:
+    images, labels = digits.load_digit_splits()[split]
+    return collections.Counter(example_hashes({'image': images, 'label': labels}))
+
+
+def take(iterator, count: int) -> list[dict[str, np.ndarray]]:
+    return list(itertools.islice(iterator, count))
+
+
+def assert_batches_equal(expected, actual) -> None:
+    assert len(expected) == len(actual)
+    for want, got in zip(expected, actual):
+        assert want.keys() == got.keys()
+        for key in want:
+            np.testing.assert_array_equal(want[key], got[key])
+
+
+# ---------------------------------------------------------------------------------------------
+# The embedded digits dataset.
+
+
+def test_digits_dataset_is_written_and_reads_back(digits_dir):
+    builder = tfds.builder(digits.DATASET_NAME, data_dir=digits_dir)
+    assert builder.info.splits['train'].num_examples == NUM_DIGITS_TRAIN
+    assert builder.info.splits['test'].num_examples == NUM_DIGITS_TEST
+    for split, size in (('train', NUM_DIGITS_TRAIN), ('test', NUM_DIGITS_TEST)):
+        batch = next(iter(tfds.as_numpy(builder.as_dataset(split=split, batch_size=size))))
+        assert batch['image'].shape == (size, 32, 32, 3)
+        assert batch['image'].dtype == np.uint8
+        assert batch['image'].max() == 255
+        assert set(batch['label'].tolist()) == set(range(10))
+    test_labels = next(iter(tfds.as_numpy(builder.as_dataset(split='test', batch_size=300))))
+    assert np.bincount(test_labels['label']).tolist() == [30] * 10  # Stratified.
+    assert not [name for name in os.listdir(digits_dir) if 'staging' in name]
+
+
+def test_second_ensure_reuses_the_dataset(digits_dir, monkeypatch):
+    def fail(_):
+        raise AssertionError('the dataset was written again')
+
+    monkeypatch.setattr(digits, '_write_dataset', fail)
+    assert digits.ensure_digits_dataset(digits_dir) == digits_dir
+
+
+def test_ensure_that_loses_the_rename_race_uses_the_winner(digits_dir, monkeypatch):
+    # Pretend the dataset is absent at the first check, as for a process that started writing
+    # just before another one finished: its rename then fails and it must keep the winner's copy.
+    real_is_complete = digits._is_complete
+    answers = iter([False])
+    monkeypatch.setattr(
+        digits, '_is_complete', lambda path: next(answers, True) and real_is_complete(path)
+    )
+    assert digits.ensure_digits_dataset(digits_dir) == digits_dir
+    assert not [name for name in os.listdir(digits_dir) if 'staging' in name]
+    builder = tfds.builder(digits.DATASET_NAME, data_dir=digits_dir)
+    assert builder.info.splits['train'].num_examples == NUM_DIGITS_TRAIN
+
+
+def test_load_info_digits(digits_dir):
+    info = input_pipeline.load_info(make_config(data_dir=digits_dir))
+    assert info.name == 'digits'
+    assert info.num_classes == 10
+    assert info.image_shape == (32, 32, 3)
+    assert (info.num_train_examples, info.num_eval_examples) == (NUM_DIGITS_TRAIN, NUM_DIGITS_TEST)
+    assert info.augment == 'cifar'
+    assert info.class_names == tuple(str(i) for i in range(10))
+    assert len(info.mean) == len(info.std) == 3
+    assert all(20 < m < 200 for m in info.mean) and all(20 < s < 150 for s in info.std)
+
+
+def test_config_with_only_dataset_and_data_dir_works(digits_dir):
+    config = ml_collections.ConfigDict({'dataset': 'digits', 'data_dir': digits_dir})
+    info = input_pipeline.load_info(config)
+    batch = next(input_pipeline.train_batches(config, info, local_batch_size=8))
+    assert batch['image'].shape == (8, 32, 32, 3)
+
+
+# ---------------------------------------------------------------------------------------------
+# Shapes and dtypes, including mock TFDS datasets.
+
+
+def check_train_and_eval(config, info, local_batch_size: int) -> None:
+    height, width, channels = info.image_shape
+    train = take(input_pipeline.train_batches(config, info, local_batch_size=local_batch_size), 3)
+    for batch in train:
+        assert set(batch) == {'image', 'label'}
+        assert batch['image'].shape == (local_batch_size, height, width, channels)
+        assert batch['image'].dtype == np.uint8
+        assert batch['label'].shape == (local_batch_size,)
+        assert batch['label'].dtype == np.int32
+        assert batch['label'].min() >= 0 and batch['label'].max() < info.num_classes
+    evaluation = list(input_pipeline.eval_batches(config, info, local_batch_size=local_batch_size))
+    assert len(evaluation) == input_pipeline.num_eval_batches(info, local_batch_size)
+    for batch in evaluation:
+        assert set(batch) == {'image', 'label', 'mask'}
+        assert batch['image'].shape == (local_batch_size, height, width, channels)
+        assert batch['image'].dtype == np.uint8
+        assert batch['label'].dtype == np.int32
+        assert batch['mask'].dtype == np.float32
+    assert sum(batch['mask'].sum() for batch in evaluation) == info.num_eval_examples
+
+
+def test_mock_cifar10(tmp_path):
+    with tfds.testing.mock_data(num_examples=10):
+        config = make_config(dataset='cifar10', data_dir=str(tmp_path))
+        info = input_pipeline.load_info(config)
+        assert info.image_shape == (32, 32, 3)
+        assert info.augment == 'cifar'
+        assert (info.num_train_examples, info.num_eval_examples) == (10, 10)
+        assert info.mean[0] == pytest.approx(125.3, abs=0.1)
+        assert len(info.class_names) == 10  # Mock metadata has no names: '0'..'9'.
+        check_train_and_eval(config, info, local_batch_size=4)
+
+
+def test_mock_imagenet_handles_random_image_sizes(tmp_path):
+    with tfds.testing.mock_data(num_examples=10):
+        config = make_config(dataset='imagenet2012', data_dir=str(tmp_path), image_size=64)
+        info = input_pipeline.load_info(config)
+        assert info.image_shape == (64, 64, 3)
+        assert info.augment == 'imagenet'
+        assert info.num_classes == 1000
+        assert info.mean[0] == pytest.approx(123.675)
+        check_train_and_eval(config, info, local_batch_size=4)
+
+
+def test_imagenet_style_on_decoded_images(digits_dir):
+    # Digits are decoded arrays, not JPEG bytes: the random-resized crop's other branch.
+    config = make_config(data_dir=digits_dir, augment='imagenet', image_size=24)
+    info = input_pipeline.load_info(config)
+    assert info.image_shape == (24, 24, 3)
+    check_train_and_eval(config, info, local_batch_size=64)
+
+
+def test_augment_none_yields_the_stored_images(digits_dir):
+    config = make_config(data_dir=digits_dir, augment='none')
+    info = input_pipeline.load_info(config)
+    batch = next(input_pipeline.train_batches(config, info, local_batch_size=32))
+    assert set(example_hashes(batch)) <= set(digits_split_hashes('train'))
+
+
+# ---------------------------------------------------------------------------------------------
+# Determinism and exact resume.
+
+
+@pytest.fixture(scope='module')
+def digits_stream(digits_dir):
+    """The first 9 batches of 256 (5 steps per epoch): they cross an epoch boundary."""
+    config = make_config(data_dir=digits_dir, seed=7)
+    info = input_pipeline.load_info(config)
+    batches = take(input_pipeline.train_batches(config, info, local_batch_size=256), 9)
+    return config, info, batches
+
+
+@pytest.mark.parametrize('start_step', [3, 5, 7])
+def test_resume_yields_the_same_batches(digits_stream, start_step):
+    config, info, batches = digits_stream
+    assert input_pipeline.steps_per_epoch(info, 256) == 5
+    resumed = input_pipeline.train_batches(
+        config, info, local_batch_size=256, start_step=start_step
+    )
+    assert_batches_equal(batches[start_step:], take(resumed, len(batches) - start_step))
+
+
+def test_same_seed_same_stream_other_seed_other_stream(digits_stream):
+    config, info, batches = digits_stream
+    again = take(input_pipeline.train_batches(config, info, local_batch_size=256), 2)
+    assert_batches_equal(batches[:2], again)
+    other_config = make_config(data_dir=config.data_dir, seed=8)
+    other = next(input_pipeline.train_batches(other_config, info, local_batch_size=256))
+    assert not np.array_equal(other['label'], batches[0]['label'])
+    assert not np.array_equal(other['image'], batches[0]['image'])
+
+
+def test_epochs_are_shuffled_and_augmented_differently(digits_stream):
+    _, _, batches = digits_stream
+    assert not np.array_equal(batches[0]['label'], batches[5]['label'])
+
+
+# ---------------------------------------------------------------------------------------------
+# Several processes.
+
+
+def test_process_train_shares_are_disjoint(digits_dir):
+    config = make_config(data_dir=digits_dir, augment='none')  # Unaugmented: hashes identify.
+    info = input_pipeline.load_info(config)
+    steps = input_pipeline.steps_per_epoch(info, 2 * 128)
+    shares = []
+    for process_index in range(2):
+        stream = input_pipeline.train_batches(
+            config, info, local_batch_size=128, process_index=process_index, process_count=2
+        )
+        shares.append([h for batch in take(stream, steps) for h in example_hashes(batch)])
+    first, second = (set(share) for share in shares)
+    assert len(first) == len(second) == steps * 128
+    assert not first & second
+    assert first | second <= set(digits_split_hashes('train'))
+
+
+@pytest.mark.parametrize('process_count', [2, 3])
+def test_eval_covers_every_example_once_with_equal_batch_counts(digits_dir, process_count):
+    config = make_config(data_dir=digits_dir)
+    info = input_pipeline.load_info(config)
+    local_batch_size = 32
+    assert (NUM_DIGITS_TEST % (local_batch_size * process_count)) != 0
+    seen, batch_counts = collections.Counter(), []
+    for process_index in range(process_count):
+        batches = list(input_pipeline.eval_batches(
+            config, info, local_batch_size=local_batch_size,
+            process_index=process_index, process_count=process_count,
+        ))
+        batch_counts.append(len(batches))
+        for batch in batches:
+            assert batch['image'].shape[0] == local_batch_size
+            seen.update(example_hashes(batch, mask=batch['mask']))
+    expected_batches = input_pipeline.num_eval_batches(info, local_batch_size * process_count)
+    assert batch_counts == [expected_batches] * process_count
+    assert seen == digits_split_hashes('test')
+
+
+def test_eval_shares_under_mock_data(tmp_path):
+    # mock_data ignores sub-splits, so the pipeline shards instead; coverage must still hold.
+    with tfds.testing.mock_data(num_examples=10):
+        config = make_config(dataset='cifar10', data_dir=str(tmp_path))
+        info = input_pipeline.load_info(config)
+        masks = [
+            [batch['mask'] for batch in input_pipeline.eval_batches(
+                config, info, local_batch_size=4, process_index=index, process_count=2)]
+            for index in range(2)
+        ]
+    assert len(masks[0]) == len(masks[1]) == 2
+    assert sum(mask.sum() for share in masks for mask in share) == 10
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors.
+
+
+@pytest.mark.parametrize('dataset', ['cifar10', 'imagenet2012'])
+def test_absent_dataset_is_a_quick_one_line_value_error(tmp_path, dataset):
+    started = time.monotonic()
+    with pytest.raises(ValueError) as raised:
+        input_pipeline.load_info(make_config(dataset=dataset, data_dir=str(tmp_path)))
+    assert time.monotonic() - started < 10
+    message = str(raised.value)
+    assert '\n' not in message
+    assert dataset in message and str(tmp_path) in message
+    assert 'download_and_prepare' in message and 'download=True' in message
+    assert raised.value.__suppress_context__  # No chained TF/TFDS traceback.
+    if dataset == 'imagenet2012':
+        assert 'manual_dir' in message
+
+
+def test_unknown_dataset_is_a_one_line_value_error(tmp_path):
+    with pytest.raises(ValueError, match='no_such_dataset') as raised:
+        input_pipeline.load_info(make_config(dataset='no_such_dataset', data_dir=str(tmp_path)))
+    assert '\n' not in str(raised.value)
+
+
+def test_batch_larger_than_the_dataset_is_rejected(digits_dir):
+    config = make_config(data_dir=digits_dir)
+    info = input_pipeline.load_info(config)
+    with pytest.raises(ValueError, match='exceeds'):
+        input_pipeline.train_batches(config, info, local_batch_size=NUM_DIGITS_TRAIN + 1)
