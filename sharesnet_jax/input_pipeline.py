@@ -33,6 +33,7 @@ import tensorflow as tf  # noqa: E402
 import tensorflow_datasets as tfds  # noqa: E402
 
 from sharesnet_jax import digits  # noqa: E402
+from sharesnet_jax.dataset_info import DatasetInfo  # noqa: E402
 
 
 def _hide_accelerators_from_tensorflow() -> None:
@@ -68,21 +69,6 @@ _KNOWN_MEAN_STD = {
 _SHUFFLE_STREAM = 0
 _AUGMENT_STREAM = 1
 _FILE_ORDER_STREAM = 2
-
-
-@dataclasses.dataclass(frozen=True)
-class DatasetInfo:
-    """What the trainer needs to know about a dataset, independent of TF."""
-
-    name: str  # As given in config.dataset ('digits' for the embedded one).
-    num_classes: int
-    image_shape: tuple[int, int, int]  # (H, W, C) of the images the pipeline yields.
-    num_train_examples: int  # Whole train split, all processes.
-    num_eval_examples: int  # Whole eval split, all processes.
-    mean: tuple[float, ...]  # Per-channel, 0..255 units, for on-device normalisation.
-    std: tuple[float, ...]
-    augment: str  # 'cifar', 'imagenet' or 'none' (training augmentation actually used).
-    class_names: tuple[str, ...]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,93 @@
+"""Orbax checkpoints of the train state, with a JSON record of the run beside each one.
+
+Saves are asynchronous (training continues while the state is written); Orbax commits each step
+directory atomically and removes old steps only after a newer one is committed, so a crash
+mid-save never costs the last good checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+from sharesnet_jax.errors import UserError
+
+
+class Checkpoints:
+    def __init__(self, directory: str, *, max_to_keep: int = 3, asynchronous: bool = True):
+        self.directory = os.path.abspath(directory)
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=max_to_keep, enable_async_checkpointing=asynchronous, create=True)
+        self._manager = ocp.CheckpointManager(self.directory, options=options)
+
+    def steps(self) -> list[int]:
+        return sorted(self._manager.all_steps())
+
+    def latest_step(self) -> int | None:
+        return self._manager.latest_step()
+
+    def save(self, step: int, state: Any, record: dict) -> None:
+        self._manager.save(step, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state), record=ocp.args.JsonSave(record)), force=True)
+
+    def record(self, step: int) -> dict:
+        return self._manager.restore(step, args=ocp.args.Composite(
+            record=ocp.args.JsonRestore()))["record"]
+
+    def restore(self, step: int, target: Any) -> Any:
+        """Restores onto `target` (arrays or ShapeDtypeStructs carrying shardings), so optax
+        states keep their types and arrays land directly on the mesh."""
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+        self._check_shapes(step, abstract)
+        restored = self._manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract)))
+        return restored["state"]
+
+    def restore_latest(self, target: Any) -> tuple[int, Any] | None:
+        """The newest checkpoint that restores; unreadable newer ones are skipped with a warning."""
+        for step in reversed(self.steps()):
+            try:
+                return step, self.restore(step, target)
+            except UserError:
+                raise
+            except Exception as err:  # noqa: BLE001 - any unreadable checkpoint is skipped
+                logging.warning("Skipping checkpoint %s/%d: unreadable (%s: %s)", self.directory,
+                                step, type(err).__name__, str(err).splitlines()[0][:200])
+        return None
+
+    def _check_shapes(self, step: int, abstract: Any) -> None:
+        """A checkpoint of another model is a one-line error naming the first differing path."""
+        stored = _shapes_by_path(self._manager.item_metadata(step)["state"])
+        for path, shape in _shapes_by_path(abstract).items():
+            if not path.startswith(("params/", "batch_stats/")):
+                continue
+            if path not in stored:
+                raise UserError(f"checkpoint {self.directory}/{step} has no entry {path}: it was "
+                                "written by a different model or config")
+            if stored[path] != shape:
+                raise UserError(f"checkpoint {self.directory}/{step} holds {path} with shape "
+                                f"{stored[path]}, this model needs {shape}: it was written by a "
+                                "different model or config")
+
+    def wait(self) -> None:
+        self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        self._manager.close()
+
+
+def _key_name(key: Any) -> str:
+    for attribute in ("key", "name", "idx"):
+        if hasattr(key, attribute):
+            return str(getattr(key, attribute))
+    return str(key)
+
+
+def _shapes_by_path(tree: Any) -> dict[str, tuple[int, ...]]:
+    """'params/stage1/block1/conv1/kernel' -> shape, for saved metadata and live trees alike."""
+    leaves = jax.tree_util.tree_leaves_with_path(tree, is_leaf=lambda x: hasattr(x, "shape"))
+    return {"/".join(_key_name(k) for k in path): tuple(leaf.shape) for path, leaf in leaves}

@@ -1,0 +1,82 @@
+"""Config building blocks: every field the trainer reads, and the paper's two training recipes.
+
+The files in `configs/` are thin: a docstring with the command and the expected result, and a
+`get_config()` that picks a recipe and a model.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    # Model. None keeps the registry's value for that module field.
+    c.model = "cifar_sharesnet20"
+    c.share = None  # 'none' | 'paper' | 'all'
+    c.dropout_rate = None
+    c.stage_impl = None  # 'loop' | 'scan'
+    c.remat = None
+    c.dtype = "float32"  # computation dtype; parameters and statistics stay float32
+    # Data.
+    c.dataset = "digits"  # 'digits' (embedded), 'cifar10', 'imagenet2012', any TFDS name, 'synthetic'
+    c.data_dir = None  # None: the TFDS default (~/tensorflow_datasets)
+    c.download = False
+    c.manual_dir = None
+    c.train_split = "train"
+    c.eval_split = None  # None: 'test', else 'validation'
+    c.image_size = None  # None: the dataset's (32 CIFAR-style, 224 ImageNet-style)
+    c.augment = "auto"  # 'auto' | 'cifar' | 'imagenet' | 'none'
+    c.shuffle_buffer = 16_384
+    c.num_classes = None  # synthetic data only; real datasets state theirs
+    # Optimisation.
+    c.optimizer = "sgd"
+    c.learning_rate = 0.1  # for a global batch of learning_rate_batch_size; scaled linearly
+    c.learning_rate_batch_size = 128
+    c.momentum = 0.9
+    c.nesterov = True
+    c.weight_decay = 5e-4
+    c.schedule = "steps"  # 'steps' | 'cosine' | 'constant'
+    c.lr_decay_epochs = (60, 120, 160)
+    c.lr_decay_factor = 0.2
+    c.warmup_epochs = 0.0
+    c.label_smoothing = 0.0
+    c.skip_nonfinite = False
+    # Length and batch (global, over all devices and hosts).
+    c.num_epochs = 200.0
+    c.num_train_steps = -1  # > 0 overrides num_epochs
+    c.batch_size = 128
+    c.eval_batch_size = 500
+    c.seed = 0
+    # Bookkeeping.
+    c.log_every_steps = 100
+    c.eval_every_epochs = 1
+    c.checkpoint_every_steps = 1000
+    c.keep_checkpoints = 3
+    c.eval_only = False
+    return c
+
+
+def cifar_recipe(model: str, dataset: str = "cifar10", dropout_rate: float | None = None):
+    """The Wide ResNet training code's recipe, which the paper's CIFAR numbers came from:
+    SGD+Nesterov, batch 128, lr 0.1 x0.2 at epochs 60/120/160, 200 epochs, wd 5e-4."""
+    c = base_config()
+    c.model, c.dataset, c.dropout_rate = model, dataset, dropout_rate
+    c.eval_batch_size = 500
+    return c
+
+
+def imagenet_recipe(model: str):
+    """fb.resnet.torch's recipe: SGD+Nesterov, lr 0.1 per 256 images, /10 every 30 epochs,
+    90 epochs, wd 1e-4, random-resized crops at 224."""
+    c = base_config()
+    c.model, c.dataset = model, "imagenet2012"
+    c.batch_size = 256
+    c.eval_batch_size = 250
+    c.learning_rate, c.learning_rate_batch_size = 0.1, 256
+    c.weight_decay = 1e-4
+    c.lr_decay_epochs, c.lr_decay_factor = (30, 60), 0.1
+    c.num_epochs = 90.0
+    c.shuffle_buffer = 50_000
+    c.checkpoint_every_steps = 2_000
+    return c

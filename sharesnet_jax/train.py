@@ -1,0 +1,258 @@
+"""The training loop: `train_and_evaluate(config, workdir)`, called by `main`, Colab and tests.
+
+One jitted train step over a 1-D data mesh spanning every device of every process; tf.data/TFDS
+input (or on-device synthetic data); Orbax checkpoints with exact resume; clu metric writers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from typing import Any, Iterator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from clu import metric_writers, parameter_overview, periodic_actions
+
+from sharesnet_jax import optim, sharding, synthetic
+from sharesnet_jax.checkpointing import Checkpoints
+from sharesnet_jax.dataset_info import DatasetInfo
+from sharesnet_jax.errors import UserError
+from sharesnet_jax.models import create_model
+from sharesnet_jax.models.stats import count_params
+from sharesnet_jax.steps import TrainState, create_train_state, make_eval_step, make_train_step
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+class TrainingDiverged(UserError):
+    """The loss became NaN or Inf; nothing non-finite was checkpointed."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """Step counts of a run, derived once from the config and the dataset size."""
+
+    steps_per_epoch: int
+    total_steps: int
+    eval_every_steps: int
+    eval_batches: int
+
+
+def build_model(config, num_classes: int):
+    """The config's model with its field overrides; unset (None) fields keep the registry's."""
+    overrides = {"dtype": DTYPES[config.get("dtype", "float32")]}
+    for field in ("share", "dropout_rate", "stage_impl", "remat"):
+        if config.get(field, None) is not None:
+            overrides[field] = config[field]
+    try:
+        return create_model(config.model, num_classes=num_classes, **overrides)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+
+
+def load_dataset_info(config) -> DatasetInfo:
+    if config.dataset == synthetic.NAME:
+        return synthetic.synthetic_info(config.get("image_size", None) or 224,
+                                        config.get("num_classes", None) or 1000)
+    from sharesnet_jax import input_pipeline  # TensorFlow is imported only for real data.
+
+    try:
+        return input_pipeline.load_info(config)
+    except UserError:
+        raise
+    except ValueError as err:
+        raise UserError(str(err)) from None
+
+
+def plan_steps(config, info: DatasetInfo) -> Schedule:
+    steps_per_epoch = max(info.num_train_examples // config.batch_size, 1)
+    total = config.num_train_steps if config.num_train_steps > 0 else int(
+        round(config.num_epochs * steps_per_epoch))
+    eval_every = int(config.get("eval_every_steps", 0)) or steps_per_epoch * max(
+        int(config.get("eval_every_epochs", 1)), 1)
+    eval_batches = -(-info.num_eval_examples // config.eval_batch_size)
+    return Schedule(steps_per_epoch, total, eval_every, eval_batches)
+
+
+def train_batches(config, info: DatasetInfo, mesh, start_step: int) -> Iterator[dict]:
+    local_batch = config.batch_size // jax.process_count()
+    if info.name == synthetic.NAME:
+        return synthetic.synthetic_batches(info, mesh, config.batch_size, config.seed)
+    from sharesnet_jax import input_pipeline
+
+    batches = input_pipeline.train_batches(
+        config, info, local_batch_size=local_batch, start_step=start_step,
+        process_index=jax.process_index(), process_count=jax.process_count())
+    return sharding.prefetch_to_mesh(batches, mesh)
+
+
+def eval_batches(config, info: DatasetInfo, mesh, plan: Schedule) -> Iterator[dict]:
+    if info.name == synthetic.NAME:
+        batch = synthetic.synthetic_batch(info, mesh, config.eval_batch_size, config.seed + 1)
+        return iter([batch] * plan.eval_batches)
+    from sharesnet_jax import input_pipeline
+
+    batches = input_pipeline.eval_batches(
+        config, info, local_batch_size=config.eval_batch_size // jax.process_count(),
+        process_index=jax.process_index(), process_count=jax.process_count())
+    return sharding.prefetch_to_mesh(batches, mesh)
+
+
+def evaluate(eval_step, state: TrainState, batches: Iterator[dict]) -> dict[str, float]:
+    """Loss, top-1 and top-5 over the whole split; sums stay on the device until the end."""
+    totals = None
+    for batch in batches:
+        sums = eval_step(state, batch)
+        totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+    totals = jax.device_get(totals)
+    count = max(float(totals["count"]), 1.0)
+    return {
+        "eval_loss": float(totals["loss"]) / count,
+        "eval_accuracy": float(totals["correct"]) / count,
+        "eval_top5_accuracy": float(totals["correct_top5"]) / count,
+        "eval_examples": int(totals["count"]),
+    }
+
+
+def check_config(config) -> None:
+    """Cheap checks that fail before any dataset, model or compilation work."""
+    devices = jax.device_count()
+    for field in ("batch_size", "eval_batch_size"):
+        value = config[field]
+        if not isinstance(value, int) or value < 1 or value % devices:
+            raise UserError(f"{field}={value!r} must be a positive multiple of the {devices} "
+                            "devices (it is the global batch, split evenly over them)")
+    if config.get("dtype", "float32") not in DTYPES:
+        raise UserError(f"dtype={config.dtype!r} is not one of {', '.join(map(repr, DTYPES))}")
+
+
+def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
+    """Trains (resuming from the newest checkpoint in `workdir`) and returns the final metrics,
+    which `WORKDIR/results.json` also holds."""
+    start_time = time.time()
+    check_config(config)
+    workdir = os.path.abspath(workdir)
+    os.makedirs(workdir, exist_ok=True)
+    is_chief = jax.process_index() == 0
+
+    info = load_dataset_info(config)
+    model = build_model(config, info.num_classes)
+    plan = plan_steps(config, info)
+    mesh = sharding.make_data_mesh()
+    schedule = optim.learning_rate_schedule(config, plan.steps_per_epoch, plan.total_steps)
+    tx = optim.create_optimizer(config, schedule)
+    logging.info("Mesh %s over %d processes; global batch %d; %d steps (%d per epoch)",
+                 dict(mesh.shape), jax.process_count(), config.batch_size, plan.total_steps,
+                 plan.steps_per_epoch)
+
+    replicated = sharding.replicated(mesh)
+    state = jax.jit(lambda: create_train_state(model, tx, config.seed, info.image_shape),
+                    out_shardings=replicated)()
+    num_params = count_params(state.params)
+    checkpoints = Checkpoints(os.path.join(workdir, "checkpoints"),
+                              max_to_keep=config.get("keep_checkpoints", 3))
+    restored = checkpoints.restore_latest(state)
+    if restored is not None:
+        state = restored[1]
+        logging.info("Resumed from checkpoint at step %d", restored[0])
+    record = {"config": config.to_dict(), "num_classes": info.num_classes,
+              "image_shape": list(info.image_shape), "mean": list(info.mean),
+              "std": list(info.std), "class_names": list(info.class_names)}
+
+    state_sharding = jax.tree.map(lambda _: replicated, state)
+    train_step = jax.jit(
+        make_train_step(model, tx, schedule, info.mean, info.std,
+                        config.get("label_smoothing", 0.0),
+                        skip_nonfinite=config.get("skip_nonfinite", False)),
+        in_shardings=(state_sharding, sharding.batch_sharded(mesh)),
+        out_shardings=(state_sharding, replicated), donate_argnums=0)
+    eval_step = jax.jit(make_eval_step(model, info.mean, info.std),
+                        in_shardings=(state_sharding, sharding.batch_sharded(mesh)),
+                        out_shardings=replicated)
+
+    writer = metric_writers.create_default_writer(workdir, just_logging=not is_chief)
+    if is_chief and int(state.step) == 0:
+        parameter_overview.log_parameter_overview(state.params)
+        writer.write_hparams({k: v for k, v in config.to_dict().items()
+                              if isinstance(v, (int, float, str, bool))})
+    logging.info("Model %s: %s parameters", config.model, f"{num_params:,}")
+    report_progress = periodic_actions.ReportProgress(num_train_steps=plan.total_steps,
+                                                      writer=writer)
+
+    def run_eval(step: int) -> dict[str, float]:
+        metrics = evaluate(eval_step, state, eval_batches(config, info, mesh, plan))
+        writer.write_scalars(step, {k: v for k, v in metrics.items() if k != "eval_examples"})
+        logging.info("step %d: eval loss %.4f, top-1 %.4f, top-5 %.4f over %d examples", step,
+                     metrics["eval_loss"], metrics["eval_accuracy"],
+                     metrics["eval_top5_accuracy"], metrics["eval_examples"])
+        return metrics
+
+    step = int(state.step)
+    if config.get("eval_only", False):
+        if restored is None:
+            raise UserError(f"eval_only=True but {checkpoints.directory} holds no checkpoint")
+        final = run_eval(step)
+    else:
+        final = None
+        pending: list[tuple[int, dict]] = []  # per-step metrics on the device, fetched at logs
+        skipped = 0
+        batches = train_batches(config, info, mesh, start_step=step)
+        while step < plan.total_steps:
+            state, metrics = train_step(state, next(batches))
+            step += 1
+            pending.append((step, metrics))
+            report_progress(step)
+            checkpoint_now = (step % config.checkpoint_every_steps == 0
+                              or step == plan.total_steps)
+            if step % config.log_every_steps == 0 or checkpoint_now:
+                skipped += _log_train_metrics(writer, pending, config)
+                pending = []
+            if step % plan.eval_every_steps == 0 or step == plan.total_steps:
+                final = run_eval(step)
+            if checkpoint_now:
+                checkpoints.save(step, state, record)
+        if final is None:
+            final = run_eval(step)
+        if skipped:
+            logging.warning("%d steps had a non-finite loss and were skipped", skipped)
+    checkpoints.wait()
+    checkpoints.close()
+
+    results = {"step": step, **{k: final[k] for k in ("eval_accuracy", "eval_top5_accuracy",
+                                                       "eval_loss")},
+               "num_params": num_params, "wall_seconds": round(time.time() - start_time, 2)}
+    if is_chief:
+        with open(os.path.join(workdir, "results.json"), "w") as f:
+            json.dump(results, f, indent=2)
+    writer.flush()
+    logging.info("Final: step %d, eval accuracy %.4f (top-5 %.4f), %s parameters, %.1f s",
+                 step, results["eval_accuracy"], results["eval_top5_accuracy"],
+                 f"{num_params:,}", results["wall_seconds"])
+    return results
+
+
+def _log_train_metrics(writer, pending: list[tuple[int, dict]], config) -> int:
+    """Writes the mean train metrics of the steps since the last log and returns how many were
+    non-finite (skipped). Without `skip_nonfinite`, a non-finite loss halts the run here, before
+    any checkpoint of the diverged state can be written."""
+    steps = [s for s, _ in pending]
+    fetched = jax.device_get([m for _, m in pending])
+    nonfinite = [(s, m) for s, m in zip(steps, fetched) if m["nonfinite"]]
+    if nonfinite and not config.get("skip_nonfinite", False):
+        bad_step, bad = nonfinite[0]
+        raise TrainingDiverged(
+            f"loss is {float(bad['loss'])} at step {bad_step} (learning rate "
+            f"{float(bad['learning_rate']):g}): training halted; no checkpoint after step "
+            f"{bad_step - 1} was written. Lower the learning rate, or set "
+            "--config.skip_nonfinite=True to skip such steps")
+    finite = [m for m in fetched if not m["nonfinite"]] or fetched
+    summary = {k: float(np.mean([m[k] for m in finite])) for k in ("loss", "accuracy")}
+    summary["learning_rate"] = float(fetched[-1]["learning_rate"])
+    writer.write_scalars(steps[-1], {f"train_{k}": v for k, v in summary.items()})
+    return len(nonfinite)
