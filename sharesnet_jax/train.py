@@ -7,6 +7,7 @@ input (or on-device synthetic data); Orbax checkpoints with exact resume; clu me
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -225,8 +226,10 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     checkpoints.close()
 
     results = {"step": step, **{k: final[k] for k in ("eval_accuracy", "eval_top5_accuracy",
-                                                       "eval_loss")},
-               "num_params": num_params, "wall_seconds": round(time.time() - start_time, 2)}
+                                                       "eval_loss", "eval_examples")},
+               "num_params": num_params,
+               "params_fingerprint": params_fingerprint(state.params, state.batch_stats),
+               "wall_seconds": round(time.time() - start_time, 2)}
     if is_chief:
         with open(os.path.join(workdir, "results.json"), "w") as f:
             json.dump(results, f, indent=2)
@@ -235,6 +238,15 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
                  step, results["eval_accuracy"], results["eval_top5_accuracy"],
                  f"{num_params:,}", results["wall_seconds"])
     return results
+
+
+def params_fingerprint(params: Any, batch_stats: Any) -> str:
+    """sha256 over the bytes of every parameter and statistic, in tree order: equal fingerprints
+    mean bit-identical models, so runs can be compared without loading their checkpoints."""
+    digest = hashlib.sha256()
+    for leaf in jax.tree.leaves(jax.device_get((params, batch_stats))):
+        digest.update(np.ascontiguousarray(leaf).tobytes())
+    return digest.hexdigest()
 
 
 def _log_train_metrics(writer, pending: list[tuple[int, dict]], config) -> int:

@@ -26,7 +26,7 @@ def _register_pair(plain: str, shared: str, cls: type, **fields) -> None:
 
 
 # CIFAR pre-activation basic ResNets, depth 6n+2: 3x3 widths 16, 32, 64.
-for _depth in (20, 32, 44, 56, 110):
+for _depth in (8, 14, 20, 32, 44, 56, 110):
     _register_pair(f"cifar_resnet{_depth}", f"cifar_sharesnet{_depth}", PreActResNet,
                    block_cls=PreActBasic, stage_sizes=((_depth - 2) // 6,) * 3,
                    stage_features=(16, 32, 64))

@@ -1,0 +1,23 @@
+"""Throughput on synthetic data generated on the device: no dataset, no input pipeline.
+
+    python -m sharesnet_jax.main --config=configs/synthetic_benchmark.py --workdir=/tmp/bench \
+        --config.model=sharesnet50 --config.batch_size=256
+
+Measures the train step alone (steps/s in the log, `steps_per_sec` in TensorBoard); accuracy is
+meaningless here. Parameters: those of --config.model (ResNet-50: 25,557,032).
+"""
+
+from sharesnet_jax.recipes import imagenet_recipe
+
+
+def get_config():
+    c = imagenet_recipe("resnet50")
+    c.dataset = "synthetic"
+    c.image_size = 224
+    c.num_classes = 1000
+    c.dtype = "bfloat16"
+    c.num_train_steps = 300
+    c.log_every_steps = 50
+    c.eval_every_epochs = 1000
+    c.checkpoint_every_steps = 100_000
+    return c

@@ -1,0 +1,142 @@
+"""The trainer end to end, on real (embedded digits) and mock TFDS data, offline."""
+
+import importlib.util
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from sharesnet_jax import train
+from sharesnet_jax.models.stats import abstract_variables
+from tests.helpers import tiny_config
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def data_dir(tmp_path_factory):
+    return str(tmp_path_factory.getbasetemp() / "tfds")
+
+
+def test_digits_run_learns_and_writes_results(tmp_path, data_dir):
+    config = tiny_config(data_dir=data_dir, num_train_steps=60, log_every_steps=20,
+                         checkpoint_every_steps=30, learning_rate=0.1)
+    results = train.train_and_evaluate(config, str(tmp_path))
+    on_disk = json.loads((tmp_path / "results.json").read_text())
+    assert on_disk == results
+    assert set(results) >= {"step", "eval_accuracy", "eval_top5_accuracy", "eval_loss",
+                            "num_params", "wall_seconds"}
+    assert results["step"] == 60
+    # The test split (300) is not a multiple of the eval batch (64): every example counts once.
+    assert results["eval_examples"] == 300
+    # Chance is 10% accuracy and a loss of ln(10) = 2.30; 60 steps must do far better.
+    assert results["eval_accuracy"] > 0.5 and results["eval_loss"] < 1.6
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["30", "60"]
+    assert any(name.startswith("events.out.tfevents") for name in os.listdir(tmp_path))
+
+
+def test_stopped_and_restarted_run_matches_uninterrupted(tmp_path, data_dir):
+    whole = train.train_and_evaluate(tiny_config(data_dir=data_dir, num_train_steps=4),
+                                     str(tmp_path / "whole"))
+    first = train.train_and_evaluate(tiny_config(data_dir=data_dir, num_train_steps=2),
+                                     str(tmp_path / "split"))
+    assert first["step"] == 2
+    resumed = train.train_and_evaluate(tiny_config(data_dir=data_dir, num_train_steps=4),
+                                       str(tmp_path / "split"))
+    assert resumed["step"] == 4
+    for key in ("eval_accuracy", "eval_loss", "params_fingerprint"):
+        assert resumed[key] == whole[key], key
+
+
+@pytest.mark.parametrize("dataset,model,image_size", [
+    ("cifar10", "cifar_sharesnet14", None),
+    ("imagenet2012", "sharesnet18", 64),  # mock images come in random sizes
+])
+def test_paper_datasets_under_mock_data(tmp_path, dataset, model, image_size):
+    config = tiny_config(dataset=dataset, model=model, image_size=image_size, batch_size=8,
+                         eval_batch_size=16, num_train_steps=2, data_dir=str(tmp_path / "d"))
+    with tfds.testing.mock_data(num_examples=40):
+        results = train.train_and_evaluate(config, str(tmp_path / "work"))
+    assert results["step"] == 2
+    assert np.isfinite(results["eval_loss"])
+
+
+def _load_config(path):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+CONFIG_FILES = sorted((ROOT / "configs").glob("*.py"))
+
+
+@pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda p: p.stem)
+def test_every_config_loads_and_builds_its_model(path):
+    config = _load_config(path)
+    assert path.read_text().count(f"--config=configs/{path.name}") == 1, "docstring command"
+    num_classes = {"cifar100": 100, "imagenet2012": 1000}.get(config.dataset, 10)
+    model = train.build_model(config, config.num_classes or num_classes)
+    params = abstract_variables(model)["params"]
+    assert jax.tree.leaves(params)
+
+
+def test_paper_configs_follow_the_recipes():
+    c = _load_config(ROOT / "configs/imagenet_sharesnet152.py")
+    assert (c.model, c.dataset, c.batch_size, c.weight_decay) == ("sharesnet152", "imagenet2012", 256, 1e-4)
+    c.batch_size = 1024  # the learning rate follows the global batch
+    from sharesnet_jax.optim import scaled_learning_rate
+    assert scaled_learning_rate(c) == pytest.approx(0.4)
+    c = _load_config(ROOT / "configs/cifar100_sharewrn28_10.py")
+    assert (c.dropout_rate, c.weight_decay, tuple(c.lr_decay_epochs)) == (0.3, 5e-4, (60, 120, 160))
+
+
+_SHARDED_STEP = r"""
+import os, sys
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+import jax, jax.numpy as jnp, numpy as np
+from sharesnet_jax import optim, sharding
+from sharesnet_jax.models import create_model
+from sharesnet_jax.steps import create_train_state, make_train_step
+sys.path.insert(0, sys.argv[1])
+from tests.helpers import tiny_config
+
+assert jax.device_count() == 8
+config = tiny_config()
+model = create_model("sharewrn16_4", num_classes=10, dropout_rate=0.2, stage_features=(8, 8, 16))
+schedule = optim.learning_rate_schedule(config, 10, 10)
+tx = optim.create_optimizer(config, schedule)
+rng = np.random.default_rng(0)
+batch = {"image": rng.integers(0, 256, (32, 32, 32, 3), dtype=np.uint8),
+         "label": rng.integers(0, 10, (32,), dtype=np.int32)}
+
+def run(devices):
+    mesh = sharding.make_data_mesh(devices)
+    rep = sharding.replicated(mesh)
+    state = jax.jit(lambda: create_train_state(model, tx, 0, (32, 32, 3)), out_shardings=rep)()
+    step = jax.jit(make_train_step(model, tx, schedule, (127.0,) * 3, (60.0,) * 3),
+                   in_shardings=(rep, sharding.batch_sharded(mesh)), out_shardings=(rep, rep))
+    for _ in range(2):
+        state, metrics = step(state, sharding.global_batch(batch, mesh))
+    assert len(state.params["head"]["kernel"].sharding.device_set) == len(devices)
+    return jax.device_get((state.params, state.batch_stats, metrics["loss"]))
+
+one, eight = run(jax.devices()[:1]), run(jax.devices())
+diffs = jax.tree.leaves(jax.tree.map(lambda a, b: float(np.max(np.abs(a - b))), one, eight))
+print("max abs diff 1 vs 8 devices:", max(diffs))
+jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), one, eight)
+print("OK")
+"""
+
+
+def test_train_step_on_8_devices_matches_1_device():
+    result = subprocess.run([sys.executable, "-c", _SHARDED_STEP, str(ROOT)], capture_output=True,
+                            text=True, timeout=300, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "OK" in result.stdout
