@@ -1,0 +1,17 @@
+"""The repository's promises about itself: CI runs the README's test command."""
+
+import pathlib
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def test_ci_runs_the_readme_test_command():
+    ci_lines = (ROOT / ".ci/run").read_text().splitlines()
+    command = ci_lines[-1]
+    assert "pytest" in command
+    assert f"\n{command}\n" in (ROOT / "README.md").read_text()
+
+
+def test_readme_shows_the_default_run_command():
+    readme = (ROOT / "README.md").read_text()
+    assert "python -m sharesnet_jax.main --config=configs/default.py --workdir=/tmp/sharesnet" in readme
