@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from typing import Any
 
 import jax
@@ -51,16 +52,35 @@ class Checkpoints:
         return restored["state"]
 
     def restore_latest(self, target: Any) -> tuple[int, Any] | None:
-        """The newest checkpoint that restores; unreadable newer ones are skipped with a warning."""
+        """The newest checkpoint that restores. Newer unreadable ones (truncated or missing
+        files, killed mid-save) are moved aside to `<directory>.skipped/` with a warning: kept
+        for inspection, and out of the way of the saves that will redo their steps."""
         for step in reversed(self.steps()):
             try:
                 return step, self.restore(step, target)
             except UserError:
                 raise
             except Exception as err:  # noqa: BLE001 - any unreadable checkpoint is skipped
-                logging.warning("Skipping checkpoint %s/%d: unreadable (%s: %s)", self.directory,
-                                step, type(err).__name__, str(err).splitlines()[0][:200])
+                reason = f"{type(err).__name__}: {str(err).strip().splitlines()[0][:200]}"
+                self._set_aside(step, reason)
         return None
+
+    def _set_aside(self, step: int, reason: str) -> None:
+        skipped = f"{self.directory}.skipped"
+        destination = os.path.join(skipped, f"{step}-{int(time.time())}")
+        if jax.process_index() == 0:
+            os.makedirs(skipped, exist_ok=True)
+            os.replace(os.path.join(self.directory, str(step)), destination)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices(f"set aside checkpoint {step}")
+        self._manager.reload()
+        logging.warning("Skipped unreadable checkpoint %s/%d (%s); moved it to %s",
+                        self.directory, step, reason, destination)
+
+    def reached_preemption(self, step: int) -> bool:
+        return self._manager.reached_preemption(step)
 
     def _check_shapes(self, step: int, abstract: Any) -> None:
         """A checkpoint of another model is a one-line error naming the first differing path."""

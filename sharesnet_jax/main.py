@@ -11,6 +11,7 @@ import os
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # its notice bypasses the log level
 
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
@@ -56,12 +57,32 @@ def main(argv: list[str]) -> int:
     logging.info("Process %d of %d; local devices: %s", jax.process_index(), jax.process_count(),
                  jax.local_devices())
     try:
-        train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+        config = _CONFIG.value
+    except Exception as err:  # noqa: BLE001 - the config file is the user's code
+        print(f"error: cannot load --config: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
+    try:
+        train.train_and_evaluate(config, _WORKDIR.value)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0
 
 
+def _parse_flags(argv: list[str]) -> list[str]:
+    """absl's parser, with a bad flag or config override reported in one line, not a trace."""
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as err:
+        message = str(err)
+    except (AttributeError, KeyError) as err:  # config_dict's unknown-field errors
+        text = str(err).strip("'\"").replace("\\n", " ").replace("\\'", "'")
+        message = f"unknown config field: {text}"
+    except (OSError, SyntaxError, ValueError, TypeError) as err:
+        message = f"bad --config: {type(err).__name__}: {err}"
+    print(f"error: {' '.join(message.split())}", file=sys.stderr)
+    sys.exit(2)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=_parse_flags)

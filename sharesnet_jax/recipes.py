@@ -7,28 +7,29 @@ The files in `configs/` are thin: a docstring with the command and the expected 
 from __future__ import annotations
 
 import ml_collections
+from ml_collections.config_dict import placeholder
 
 
 def base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
-    # Model. None keeps the registry's value for that module field.
+    # Model. Unset (None) keeps the registry's value for that module field.
     c.model = "cifar_sharesnet20"
-    c.share = None  # 'none' | 'paper' | 'all'
-    c.dropout_rate = None
-    c.stage_impl = None  # 'loop' | 'scan'
-    c.remat = None
+    c.share = placeholder(str)  # 'none' | 'paper' | 'all'
+    c.dropout_rate = placeholder(float)
+    c.stage_impl = placeholder(str)  # 'loop' | 'scan'
+    c.remat = placeholder(bool)
     c.dtype = "float32"  # computation dtype; parameters and statistics stay float32
     # Data.
     c.dataset = "digits"  # 'digits' (embedded), 'cifar10', 'imagenet2012', any TFDS name, 'synthetic'
-    c.data_dir = None  # None: the TFDS default (~/tensorflow_datasets)
+    c.data_dir = placeholder(str)  # None: the TFDS default (~/tensorflow_datasets)
     c.download = False
-    c.manual_dir = None
+    c.manual_dir = placeholder(str)
     c.train_split = "train"
-    c.eval_split = None  # None: 'test', else 'validation'
-    c.image_size = None  # None: the dataset's (32 CIFAR-style, 224 ImageNet-style)
+    c.eval_split = placeholder(str)  # None: 'test', else 'validation'
+    c.image_size = placeholder(int)  # None: the dataset's (32 CIFAR-style, 224 ImageNet-style)
     c.augment = "auto"  # 'auto' | 'cifar' | 'imagenet' | 'none'
     c.shuffle_buffer = 16_384
-    c.num_classes = None  # synthetic data only; real datasets state theirs
+    c.num_classes = placeholder(int)  # synthetic data only; real datasets state theirs
     # Optimisation.
     c.optimizer = "sgd"
     c.learning_rate = 0.1  # for a global batch of learning_rate_batch_size; scaled linearly
@@ -51,6 +52,7 @@ def base_config() -> ml_collections.ConfigDict:
     # Bookkeeping.
     c.log_every_steps = 100
     c.eval_every_epochs = 1
+    c.eval_every_steps = 0  # > 0 overrides eval_every_epochs
     c.checkpoint_every_steps = 1000
     c.keep_checkpoints = 3
     c.eval_only = False

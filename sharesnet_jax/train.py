@@ -2,6 +2,8 @@
 
 One jitted train step over a 1-D data mesh spanning every device of every process; tf.data/TFDS
 input (or on-device synthetic data); Orbax checkpoints with exact resume; clu metric writers.
+A run is a pure function of (config, seed): data order and every random key derive from
+(seed, step), so a run killed anywhere and restarted ends bit-identical to an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -17,26 +19,23 @@ from typing import Any, Iterator
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from clu import metric_writers, parameter_overview, periodic_actions
 
-from sharesnet_jax import optim, sharding, synthetic
+from sharesnet_jax import optim, sharding, synthetic, validation
 from sharesnet_jax.checkpointing import Checkpoints
 from sharesnet_jax.dataset_info import DatasetInfo
 from sharesnet_jax.errors import UserError
 from sharesnet_jax.models import create_model
 from sharesnet_jax.models.stats import count_params
+from sharesnet_jax.preemption import PreemptionWatch
 from sharesnet_jax.steps import TrainState, create_train_state, make_eval_step, make_train_step
-
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-
 
 class TrainingDiverged(UserError):
     """The loss became NaN or Inf; nothing non-finite was checkpointed."""
 
 
 @dataclasses.dataclass(frozen=True)
-class Schedule:
+class Plan:
     """Step counts of a run, derived once from the config and the dataset size."""
 
     steps_per_epoch: int
@@ -47,7 +46,7 @@ class Schedule:
 
 def build_model(config, num_classes: int):
     """The config's model with its field overrides; unset (None) fields keep the registry's."""
-    overrides = {"dtype": DTYPES[config.get("dtype", "float32")]}
+    overrides = {"dtype": validation.DTYPES[config.get("dtype", "float32")]}
     for field in ("share", "dropout_rate", "stage_impl", "remat"):
         if config.get(field, None) is not None:
             overrides[field] = config[field]
@@ -71,29 +70,29 @@ def load_dataset_info(config) -> DatasetInfo:
         raise UserError(str(err)) from None
 
 
-def plan_steps(config, info: DatasetInfo) -> Schedule:
+def plan_steps(config, info: DatasetInfo) -> Plan:
     steps_per_epoch = max(info.num_train_examples // config.batch_size, 1)
     total = config.num_train_steps if config.num_train_steps > 0 else int(
         round(config.num_epochs * steps_per_epoch))
-    eval_every = int(config.get("eval_every_steps", 0)) or steps_per_epoch * max(
+    eval_every = config.get("eval_every_steps", 0) or steps_per_epoch * max(
         int(config.get("eval_every_epochs", 1)), 1)
     eval_batches = -(-info.num_eval_examples // config.eval_batch_size)
-    return Schedule(steps_per_epoch, total, eval_every, eval_batches)
+    return Plan(steps_per_epoch, total, eval_every, eval_batches)
 
 
 def train_batches(config, info: DatasetInfo, mesh, start_step: int) -> Iterator[dict]:
-    local_batch = config.batch_size // jax.process_count()
     if info.name == synthetic.NAME:
         return synthetic.synthetic_batches(info, mesh, config.batch_size, config.seed)
     from sharesnet_jax import input_pipeline
 
     batches = input_pipeline.train_batches(
-        config, info, local_batch_size=local_batch, start_step=start_step,
-        process_index=jax.process_index(), process_count=jax.process_count())
+        config, info, local_batch_size=config.batch_size // jax.process_count(),
+        start_step=start_step, process_index=jax.process_index(),
+        process_count=jax.process_count())
     return sharding.prefetch_to_mesh(batches, mesh)
 
 
-def eval_batches(config, info: DatasetInfo, mesh, plan: Schedule) -> Iterator[dict]:
+def eval_batches(config, info: DatasetInfo, mesh, plan: Plan) -> Iterator[dict]:
     if info.name == synthetic.NAME:
         batch = synthetic.synthetic_batch(info, mesh, config.eval_batch_size, config.seed + 1)
         return iter([batch] * plan.eval_batches)
@@ -121,125 +120,6 @@ def evaluate(eval_step, state: TrainState, batches: Iterator[dict]) -> dict[str,
     }
 
 
-def check_config(config) -> None:
-    """Cheap checks that fail before any dataset, model or compilation work."""
-    devices = jax.device_count()
-    for field in ("batch_size", "eval_batch_size"):
-        value = config[field]
-        if not isinstance(value, int) or value < 1 or value % devices:
-            raise UserError(f"{field}={value!r} must be a positive multiple of the {devices} "
-                            "devices (it is the global batch, split evenly over them)")
-    if config.get("dtype", "float32") not in DTYPES:
-        raise UserError(f"dtype={config.dtype!r} is not one of {', '.join(map(repr, DTYPES))}")
-
-
-def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
-    """Trains (resuming from the newest checkpoint in `workdir`) and returns the final metrics,
-    which `WORKDIR/results.json` also holds."""
-    start_time = time.time()
-    check_config(config)
-    workdir = os.path.abspath(workdir)
-    os.makedirs(workdir, exist_ok=True)
-    is_chief = jax.process_index() == 0
-
-    info = load_dataset_info(config)
-    model = build_model(config, info.num_classes)
-    plan = plan_steps(config, info)
-    mesh = sharding.make_data_mesh()
-    schedule = optim.learning_rate_schedule(config, plan.steps_per_epoch, plan.total_steps)
-    tx = optim.create_optimizer(config, schedule)
-    logging.info("Mesh %s over %d processes; global batch %d; %d steps (%d per epoch)",
-                 dict(mesh.shape), jax.process_count(), config.batch_size, plan.total_steps,
-                 plan.steps_per_epoch)
-
-    replicated = sharding.replicated(mesh)
-    state = jax.jit(lambda: create_train_state(model, tx, config.seed, info.image_shape),
-                    out_shardings=replicated)()
-    num_params = count_params(state.params)
-    checkpoints = Checkpoints(os.path.join(workdir, "checkpoints"),
-                              max_to_keep=config.get("keep_checkpoints", 3))
-    restored = checkpoints.restore_latest(state)
-    if restored is not None:
-        state = restored[1]
-        logging.info("Resumed from checkpoint at step %d", restored[0])
-    record = {"config": config.to_dict(), "num_classes": info.num_classes,
-              "image_shape": list(info.image_shape), "mean": list(info.mean),
-              "std": list(info.std), "class_names": list(info.class_names)}
-
-    state_sharding = jax.tree.map(lambda _: replicated, state)
-    train_step = jax.jit(
-        make_train_step(model, tx, schedule, info.mean, info.std,
-                        config.get("label_smoothing", 0.0),
-                        skip_nonfinite=config.get("skip_nonfinite", False)),
-        in_shardings=(state_sharding, sharding.batch_sharded(mesh)),
-        out_shardings=(state_sharding, replicated), donate_argnums=0)
-    eval_step = jax.jit(make_eval_step(model, info.mean, info.std),
-                        in_shardings=(state_sharding, sharding.batch_sharded(mesh)),
-                        out_shardings=replicated)
-
-    writer = metric_writers.create_default_writer(workdir, just_logging=not is_chief)
-    if is_chief and int(state.step) == 0:
-        parameter_overview.log_parameter_overview(state.params)
-        writer.write_hparams({k: v for k, v in config.to_dict().items()
-                              if isinstance(v, (int, float, str, bool))})
-    logging.info("Model %s: %s parameters", config.model, f"{num_params:,}")
-    report_progress = periodic_actions.ReportProgress(num_train_steps=plan.total_steps,
-                                                      writer=writer)
-
-    def run_eval(step: int) -> dict[str, float]:
-        metrics = evaluate(eval_step, state, eval_batches(config, info, mesh, plan))
-        writer.write_scalars(step, {k: v for k, v in metrics.items() if k != "eval_examples"})
-        logging.info("step %d: eval loss %.4f, top-1 %.4f, top-5 %.4f over %d examples", step,
-                     metrics["eval_loss"], metrics["eval_accuracy"],
-                     metrics["eval_top5_accuracy"], metrics["eval_examples"])
-        return metrics
-
-    step = int(state.step)
-    if config.get("eval_only", False):
-        if restored is None:
-            raise UserError(f"eval_only=True but {checkpoints.directory} holds no checkpoint")
-        final = run_eval(step)
-    else:
-        final = None
-        pending: list[tuple[int, dict]] = []  # per-step metrics on the device, fetched at logs
-        skipped = 0
-        batches = train_batches(config, info, mesh, start_step=step)
-        while step < plan.total_steps:
-            state, metrics = train_step(state, next(batches))
-            step += 1
-            pending.append((step, metrics))
-            report_progress(step)
-            checkpoint_now = (step % config.checkpoint_every_steps == 0
-                              or step == plan.total_steps)
-            if step % config.log_every_steps == 0 or checkpoint_now:
-                skipped += _log_train_metrics(writer, pending, config)
-                pending = []
-            if step % plan.eval_every_steps == 0 or step == plan.total_steps:
-                final = run_eval(step)
-            if checkpoint_now:
-                checkpoints.save(step, state, record)
-        if final is None:
-            final = run_eval(step)
-        if skipped:
-            logging.warning("%d steps had a non-finite loss and were skipped", skipped)
-    checkpoints.wait()
-    checkpoints.close()
-
-    results = {"step": step, **{k: final[k] for k in ("eval_accuracy", "eval_top5_accuracy",
-                                                       "eval_loss", "eval_examples")},
-               "num_params": num_params,
-               "params_fingerprint": params_fingerprint(state.params, state.batch_stats),
-               "wall_seconds": round(time.time() - start_time, 2)}
-    if is_chief:
-        with open(os.path.join(workdir, "results.json"), "w") as f:
-            json.dump(results, f, indent=2)
-    writer.flush()
-    logging.info("Final: step %d, eval accuracy %.4f (top-5 %.4f), %s parameters, %.1f s",
-                 step, results["eval_accuracy"], results["eval_top5_accuracy"],
-                 f"{num_params:,}", results["wall_seconds"])
-    return results
-
-
 def params_fingerprint(params: Any, batch_stats: Any) -> str:
     """sha256 over the bytes of every parameter and statistic, in tree order: equal fingerprints
     mean bit-identical models, so runs can be compared without loading their checkpoints."""
@@ -249,19 +129,147 @@ def params_fingerprint(params: Any, batch_stats: Any) -> str:
     return digest.hexdigest()
 
 
-def _log_train_metrics(writer, pending: list[tuple[int, dict]], config) -> int:
+def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
+    """Trains (resuming from the newest checkpoint in `workdir`) and returns the final metrics,
+    which `WORKDIR/results.json` also holds. On SIGTERM/SIGINT it checkpoints the current step
+    and returns {'step': ..., 'preempted': True} without writing results."""
+    start_time = time.time()
+    validation.check_config(config)
+    workdir = validation.check_workdir(workdir)
+    is_chief = jax.process_index() == 0
+
+    info = load_dataset_info(config)
+    model = build_model(config, info.num_classes)
+    plan = plan_steps(config, info)
+    mesh = sharding.make_data_mesh()
+    schedule = optim.learning_rate_schedule(config, plan.steps_per_epoch, plan.total_steps)
+    tx = optim.create_optimizer(config, schedule)
+    logging.info("Mesh %s over %d process(es); global batch %d; %d steps (%d per epoch)",
+                 dict(mesh.shape), jax.process_count(), config.batch_size, plan.total_steps,
+                 plan.steps_per_epoch)
+
+    replicated = sharding.replicated(mesh)
+    state = jax.jit(lambda: create_train_state(model, tx, config.seed, info.image_shape),
+                    out_shardings=replicated)()
+    num_params = count_params(state.params)
+    checkpoints = Checkpoints(os.path.join(workdir, "checkpoints"),
+                              max_to_keep=config.keep_checkpoints)
+    restored = checkpoints.restore_latest(state)
+    if restored is not None:
+        state = restored[1]
+        logging.info("Resumed from checkpoint at step %d", restored[0])
+    record = {"config": config.to_dict(), "num_classes": info.num_classes,
+              "image_shape": list(info.image_shape), "mean": list(info.mean),
+              "std": list(info.std), "class_names": list(info.class_names)}
+
+    state_sharding = jax.tree.map(lambda _: replicated, state)
+    batch_sharding = sharding.batch_sharded(mesh)
+    train_step = jax.jit(
+        make_train_step(model, tx, schedule, info.mean, info.std, config.label_smoothing,
+                        skip_nonfinite=config.skip_nonfinite),
+        in_shardings=(state_sharding, batch_sharding),
+        out_shardings=(state_sharding, replicated), donate_argnums=0)
+    eval_step = jax.jit(make_eval_step(model, info.mean, info.std),
+                        in_shardings=(state_sharding, batch_sharding), out_shardings=replicated)
+
+    writer = metric_writers.create_default_writer(workdir, just_logging=not is_chief)
+    if int(state.step) == 0:
+        if is_chief:
+            parameter_overview.log_parameter_overview(state.params)
+        writer.write_hparams({k: v for k, v in config.to_dict().items()
+                              if isinstance(v, (int, float, str, bool))})
+    logging.info("Model %s: %s parameters", config.model, f"{num_params:,}")
+    report_progress = periodic_actions.ReportProgress(num_train_steps=plan.total_steps,
+                                                      writer=writer)
+
+    def run_eval(step: int) -> dict[str, float]:
+        logging.info("Evaluating at step %d", step)
+        metrics = evaluate(eval_step, state, eval_batches(config, info, mesh, plan))
+        writer.write_scalars(step, {k: v for k, v in metrics.items() if k != "eval_examples"})
+        logging.info("step %d: eval loss %.4f, top-1 %.4f, top-5 %.4f over %d examples", step,
+                     metrics["eval_loss"], metrics["eval_accuracy"],
+                     metrics["eval_top5_accuracy"], metrics["eval_examples"])
+        return metrics
+
+    def save(step: int) -> None:
+        logging.info("Saving checkpoint at step %d", step)
+        checkpoints.save(step, state, record)
+
+    step = int(state.step)
+    final = None
+    if config.eval_only:
+        if restored is None:
+            raise UserError(f"eval_only=True but {checkpoints.directory} holds no checkpoint")
+        final = run_eval(step)
+    else:
+        pending: list[tuple[int, dict]] = []  # per-step metrics on the device, fetched at logs
+        skipped = 0
+        batches = train_batches(config, info, mesh, start_step=step)
+        with PreemptionWatch() as preemption:
+            while step < plan.total_steps:
+                state, metrics = train_step(state, next(batches))
+                step += 1
+                pending.append((step, metrics))
+                report_progress(step)
+                preempted = preemption.requested(step, checkpoints)
+                checkpoint_now = (step % config.checkpoint_every_steps == 0
+                                  or step == plan.total_steps or preempted)
+                if step % config.log_every_steps == 0 or checkpoint_now:
+                    skipped += _log_train_metrics(writer, pending, config.skip_nonfinite)
+                    pending = []
+                if preempted:
+                    save(step)
+                    checkpoints.wait()
+                    checkpoints.close()
+                    writer.flush()
+                    logging.warning("Preempted: checkpoint at step %d written; exiting. Rerun "
+                                    "the same command to resume.", step)
+                    return {"step": step, "preempted": True}
+                if step % plan.eval_every_steps == 0 or step == plan.total_steps:
+                    final = run_eval(step)
+                if checkpoint_now:
+                    save(step)
+        if skipped:
+            logging.warning("%d steps had a non-finite loss and were skipped", skipped)
+        final = final or run_eval(step)
+    checkpoints.wait()
+    checkpoints.close()
+
+    results = {"step": step,
+               **{k: final[k] for k in ("eval_accuracy", "eval_top5_accuracy", "eval_loss",
+                                        "eval_examples")},
+               "num_params": num_params,
+               "params_fingerprint": params_fingerprint(state.params, state.batch_stats),
+               "wall_seconds": round(time.time() - start_time, 2)}
+    if is_chief:
+        _write_json_atomically(os.path.join(workdir, "results.json"), results)
+    writer.flush()
+    logging.info("Final: step %d, eval accuracy %.4f (top-5 %.4f), %s parameters, %.1f s",
+                 step, results["eval_accuracy"], results["eval_top5_accuracy"],
+                 f"{num_params:,}", results["wall_seconds"])
+    return results
+
+
+def _write_json_atomically(path: str, payload: dict) -> None:
+    temporary = f"{path}.tmp"
+    with open(temporary, "w") as f:
+        json.dump(payload, f, indent=2)
+    os.replace(temporary, path)
+
+
+def _log_train_metrics(writer, pending: list[tuple[int, dict]], skip_nonfinite: bool) -> int:
     """Writes the mean train metrics of the steps since the last log and returns how many were
     non-finite (skipped). Without `skip_nonfinite`, a non-finite loss halts the run here, before
     any checkpoint of the diverged state can be written."""
     steps = [s for s, _ in pending]
     fetched = jax.device_get([m for _, m in pending])
     nonfinite = [(s, m) for s, m in zip(steps, fetched) if m["nonfinite"]]
-    if nonfinite and not config.get("skip_nonfinite", False):
+    if nonfinite and not skip_nonfinite:
         bad_step, bad = nonfinite[0]
         raise TrainingDiverged(
             f"loss is {float(bad['loss'])} at step {bad_step} (learning rate "
-            f"{float(bad['learning_rate']):g}): training halted; no checkpoint after step "
-            f"{bad_step - 1} was written. Lower the learning rate, or set "
+            f"{float(bad['learning_rate']):g}): training halted before any checkpoint of it was "
+            "written. Lower the learning rate, or set "
             "--config.skip_nonfinite=True to skip such steps")
     finite = [m for m in fetched if not m["nonfinite"]] or fetched
     summary = {k: float(np.mean([m[k] for m in finite])) for k in ("loss", "accuracy")}

@@ -2,7 +2,9 @@
 
 Each block class states the paper's sharing rule for its family (`paper_shared_slots`) and the
 shapes of its 3x3 kernels (`conv3x3_shapes`), so `layers.shared_slots` can resolve any share mode.
-A slot named in `shared_slots` calls `shared_conv` instead of creating its own kernel.
+A slot named in `shared_slots` applies the stage's shared kernel, which the block receives as the
+`shared_kernel` argument of its call (an array, so the same block runs in a Python loop, under
+`nn.scan` and under `nn.remat`), instead of creating its own kernel.
 """
 
 from __future__ import annotations
@@ -22,16 +24,19 @@ class ResidualBlock(nn.Module):
     strides: int
     conv: ModuleDef
     norm: ModuleDef
-    shared_conv: nn.Module | None = None
     shared_slots: tuple[str, ...] = ()
     act: Callable[[jax.Array], jax.Array] = nn.relu
 
     expansion = 1
 
-    def conv3x3(self, x: jax.Array, slot: str, strides: int) -> jax.Array:
-        shared = self.shared_conv if slot in self.shared_slots else None
+    def conv3x3(self, x: jax.Array, slot: str, strides: int,
+                shared_kernel: jax.Array | None) -> jax.Array:
+        if slot not in self.shared_slots:
+            shared_kernel = None
+        elif shared_kernel is None:
+            raise ValueError(f"{type(self).__name__} shares slot {slot!r} but got no shared_kernel")
         return conv3x3(x, conv=self.conv, features=self.features, strides=strides, name=slot,
-                       shared=shared)
+                       shared_kernel=shared_kernel)
 
 
 
@@ -54,7 +59,8 @@ class PreActBottleneck(ResidualBlock):
         return {"conv2": (features, features)}
 
     @nn.compact
-    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    def __call__(self, x: jax.Array, train: bool,
+                 shared_kernel: jax.Array | None = None) -> jax.Array:
         out_features = self.features * self.expansion
         shortcut = x
         y = self.act(self.norm(name="bn1")(x))
@@ -62,7 +68,7 @@ class PreActBottleneck(ResidualBlock):
             shortcut = self.conv(out_features, (1, 1), self.strides, name="proj_conv")(y)
         y = self.conv(self.features, (1, 1), self.strides, name="conv1")(y)
         y = self.act(self.norm(name="bn2")(y))
-        y = self.conv3x3(y, "conv2", 1)
+        y = self.conv3x3(y, "conv2", 1, shared_kernel)
         y = self.act(self.norm(name="bn3")(y))
         y = self.conv(out_features, (1, 1), name="conv3")(y)
         return y + shortcut
@@ -86,16 +92,17 @@ class PreActBasic(ResidualBlock):
         return {"conv1": (in_features, features), "conv2": (features, features)}
 
     @nn.compact
-    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    def __call__(self, x: jax.Array, train: bool,
+                 shared_kernel: jax.Array | None = None) -> jax.Array:
         shortcut = x
         y = self.act(self.norm(name="bn1")(x))
         if x.shape[-1] != self.features or self.strides != 1:
             shortcut = self.conv(self.features, (1, 1), self.strides, name="proj_conv")(y)
-        y = self.conv3x3(y, "conv1", self.strides)
+        y = self.conv3x3(y, "conv1", self.strides, shared_kernel)
         y = self.act(self.norm(name="bn2")(y))
         if self.dropout_rate > 0:
             y = nn.Dropout(self.dropout_rate, deterministic=not train)(y)
-        y = self.conv3x3(y, "conv2", 1)
+        y = self.conv3x3(y, "conv2", 1, shared_kernel)
         return y + shortcut
 
 
@@ -118,11 +125,12 @@ class Bottleneck(ResidualBlock):
         return {"conv2": (features, features)}
 
     @nn.compact
-    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    def __call__(self, x: jax.Array, train: bool,
+                 shared_kernel: jax.Array | None = None) -> jax.Array:
         out_features = self.features * self.expansion
         y = self.conv(self.features, (1, 1), name="conv1")(x)
         y = self.act(self.norm(name="bn1")(y))
-        y = self.conv3x3(y, "conv2", self.strides)
+        y = self.conv3x3(y, "conv2", self.strides, shared_kernel)
         y = self.act(self.norm(name="bn2")(y))
         y = self.conv(out_features, (1, 1), name="conv3")(y)
         y = self.norm(name="bn3")(y)
@@ -148,10 +156,11 @@ class BasicBlock(ResidualBlock):
         return {"conv1": (in_features, features), "conv2": (features, features)}
 
     @nn.compact
-    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        y = self.conv3x3(x, "conv1", self.strides)
+    def __call__(self, x: jax.Array, train: bool,
+                 shared_kernel: jax.Array | None = None) -> jax.Array:
+        y = self.conv3x3(x, "conv1", self.strides, shared_kernel)
         y = self.act(self.norm(name="bn1")(y))
-        y = self.conv3x3(y, "conv2", 1)
+        y = self.conv3x3(y, "conv2", 1, shared_kernel)
         y = self.norm(name="bn2")(y)
         shortcut = x
         if x.shape[-1] != self.features or self.strides != 1:

@@ -1,8 +1,15 @@
 """Pieces every model family shares: initialisers, the conv/norm factories and the sharing rule.
 
-A ShaResNet stage owns ONE 3x3 `nn.Conv` and hands that same instance to each eligible block
-(Linen module reuse), so the kernel exists once in `params` and its gradient is the sum over its
-uses. Which 3x3 convs are eligible is the paper's per-family rule; each block class states it.
+A ShaResNet stage owns ONE 3x3 kernel (`SharedConv3x3`) and passes that same array to each
+eligible block, which applies it with `nn.Conv`'s arithmetic, so the kernel exists once in `params`
+and its gradient is the sum over its uses. Which 3x3 convs are eligible is the paper's per-family
+rule; each block class states it.
+
+A stage runs its blocks as a Python loop (`stage_impl='loop'`, params `block1..blockN`) or runs
+blocks 2..n, which all have the same shapes, under `nn.scan` (`stage_impl='scan'`, their params
+and batch statistics stacked along a leading axis under `SCANNED_BLOCKS`); `stage_layout.py`
+converts variables between the two layouts. Either way each block can be rematerialised
+(`remat=True`).
 """
 
 from __future__ import annotations
@@ -17,6 +24,10 @@ import jax.numpy as jnp
 ModuleDef = Any
 
 SHARE_MODES = ("none", "paper", "all")
+STAGE_IMPLS = ("loop", "scan")
+
+# Name of the scanned tail of a stage under stage_impl='scan': blocks 2..n, stacked on axis 0.
+SCANNED_BLOCKS = "scanned_blocks"
 
 # N(0, 2 / (k*k*C_out)): the init of the author's Torch code and of torchvision (fan_out, ReLU gain).
 conv_kernel_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
@@ -29,6 +40,13 @@ def check_share(share: str) -> str:
     if share not in SHARE_MODES:
         raise ValueError(f"share={share!r} is not one of {', '.join(map(repr, SHARE_MODES))}")
     return share
+
+
+def check_stage_impl(stage_impl: str) -> str:
+    if stage_impl not in STAGE_IMPLS:
+        raise ValueError(f"stage_impl={stage_impl!r} is not one of "
+                         f"{', '.join(map(repr, STAGE_IMPLS))}")
+    return stage_impl
 
 
 def make_conv(dtype: Any, param_dtype: Any) -> ModuleDef:
@@ -50,6 +68,44 @@ def make_norm(train: bool, dtype: Any, param_dtype: Any) -> ModuleDef:
     )
 
 
+class SharedConv3x3(nn.Module):
+    """The stage's shared 3x3 kernel (`stageK/shared_conv3x3/kernel`); a call returns the kernel.
+
+    The kernel is created exactly as the `nn.Conv` of `conv` would create it (same initialiser,
+    dtype, parameter path and so the same initial values), but blocks receive it as an ARRAY and
+    apply it with `apply_conv3x3`. An array can cross Flax's lifted transforms (`nn.scan`
+    broadcasts it into the scanned blocks, `nn.remat` checkpoints it), which a module owned by the
+    stage cannot; its gradient is still the sum over all its uses.
+    """
+
+    conv: ModuleDef
+    features: int
+
+    @nn.compact
+    def __call__(self) -> jax.Array:
+        template = _conv3x3_template(self.conv, self.features)
+        shape = (3, 3, self.features, self.features)
+        return self.param("kernel", template.kernel_init, shape, template.param_dtype)
+
+
+def _conv3x3_template(conv: ModuleDef, features: int) -> nn.Module:
+    # parent=None: a detached module, never registered as a child of the caller.
+    return conv(features, (3, 3), 1, padding=PAD_3X3, parent=None)
+
+
+def apply_conv3x3(x: jax.Array, kernel: jax.Array, *, conv: ModuleDef,
+                  strides: int = 1) -> jax.Array:
+    """Applies a 3x3 kernel given as an array, with `conv`'s exact semantics (dtype, padding).
+
+    It runs the stride-1 `nn.Conv` functionally, so the arithmetic is the same as a block owning
+    the kernel, and `stats.forward_macs` still sees (and counts) every use. A strided slot keeps
+    every `strides`-th output, which equals a strided conv with the same symmetric padding exactly,
+    at the cost of computing the skipped outputs (only share='all' shares a strided slot).
+    """
+    y = _conv3x3_template(conv, kernel.shape[-1]).apply({"params": {"kernel": kernel}}, x)
+    return y[:, ::strides, ::strides, :] if strides > 1 else y
+
+
 def conv3x3(
     x: jax.Array,
     *,
@@ -57,18 +113,12 @@ def conv3x3(
     features: int,
     strides: int,
     name: str,
-    shared: nn.Module | None,
+    shared_kernel: jax.Array | None,
 ) -> jax.Array:
-    """One 3x3 slot of a block: its own kernel, or the stage's shared conv when `shared` is given.
-
-    The shared conv has stride 1. A strided slot that shares it (only under share='all') keeps every
-    `strides`-th output, which equals a strided conv with the same symmetric padding exactly, at the
-    cost of computing the skipped outputs.
-    """
-    if shared is None:
+    """One 3x3 slot of a block: its own kernel, or the stage's shared kernel when one is given."""
+    if shared_kernel is None:
         return conv(features, (3, 3), strides, padding=PAD_3X3, name=name)(x)
-    y = shared(x)
-    return y[:, ::strides, ::strides, :] if strides > 1 else y
+    return apply_conv3x3(x, shared_kernel, conv=conv, strides=strides)
 
 
 def shared_slots(
@@ -93,7 +143,15 @@ def shared_slots(
 
 
 class Stage(nn.Module):
-    """A run of blocks at one width; owns the shared 3x3 conv its eligible blocks call."""
+    """A run of blocks at one width; owns the shared 3x3 kernel its eligible blocks call.
+
+    stage_impl='loop' calls `block1..blockN` in turn. stage_impl='scan' calls `block1` (it may
+    change width and stride), then blocks 2..n as ONE `nn.scan` over a block named
+    `SCANNED_BLOCKS`: every variable collection is stacked along a leading axis of length n-1,
+    the 'params' and 'dropout' RNGs are split per block, and the shared kernel is an
+    `nn.broadcast` argument of the scanned body (or None when the tail shares nothing).
+    remat=True wraps the block class in `nn.remat` (train is a static argument) under both.
+    """
 
     block_cls: ModuleDef
     num_blocks: int
@@ -103,9 +161,12 @@ class Stage(nn.Module):
     conv: ModuleDef
     norm: ModuleDef
     block_kwargs: Sequence[tuple[str, Any]] = ()
+    stage_impl: str = "loop"
+    remat: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        check_stage_impl(self.stage_impl)
         in_features = x.shape[-1]
         slots_per_block = []
         for index in range(self.num_blocks):
@@ -116,20 +177,49 @@ class Stage(nn.Module):
                     self.features, self.strides if index == 0 else 1,
                 )
             )
-        shared = None
+        kernel = None
         if any(slots_per_block):
-            shared = self.conv(self.features, (3, 3), 1, padding=PAD_3X3, name="shared_conv3x3")
-        for index, slots in enumerate(slots_per_block):
-            x = self.block_cls(
+            kernel = SharedConv3x3(self.conv, self.features, name="shared_conv3x3")()
+
+        scan = self.stage_impl == "scan" and self.num_blocks > 1
+
+        def block(index: int, name: str, scanned: bool = False) -> nn.Module:
+            block_cls = self.block_cls
+            if self.remat:
+                # train (argument 2, counting self) is a Python bool: static for jax.checkpoint.
+                # Inside a scan the loop already keeps XLA from CSE-ing the recomputation away.
+                block_cls = nn.remat(block_cls, static_argnums=(2,), prevent_cse=not scanned)
+            return block_cls(
                 features=self.features,
                 strides=self.strides if index == 0 else 1,
                 conv=self.conv,
                 norm=self.norm,
-                shared_conv=shared if slots else None,
-                shared_slots=slots,
-                name=f"block{index + 1}",
+                shared_slots=slots_per_block[index],
+                name=name,
                 **dict(self.block_kwargs),
-            )(x, train)
+            )
+
+        for index in range(1 if scan else self.num_blocks):
+            x = block(index, f"block{index + 1}")(
+                x, train, kernel if slots_per_block[index] else None)
+        if not scan:
+            return x
+
+        # Blocks 2..n: same in/out width, stride 1, block_index > 0, so the same shared slots.
+        assert all(slots == slots_per_block[1] for slots in slots_per_block[1:])
+        tail_kernel = kernel if slots_per_block[1] else None
+
+        def body(module, carry, shared_kernel):
+            return module(carry, train, shared_kernel), None
+
+        run_tail = nn.scan(
+            body,
+            variable_axes={True: 0},
+            split_rngs={"params": True, "dropout": True},
+            in_axes=nn.broadcast,
+            length=self.num_blocks - 1,
+        )
+        x, _ = run_tail(block(1, SCANNED_BLOCKS, scanned=True), x, tail_kernel)
         return x
 
 

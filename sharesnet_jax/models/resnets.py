@@ -13,18 +13,18 @@ import jax
 import jax.numpy as jnp
 
 from sharesnet_jax.models.layers import (
-    PAD_3X3, ModuleDef, Stage, check_share, logits_head, make_conv, make_norm,
+    PAD_3X3, ModuleDef, Stage, check_share, check_stage_impl, logits_head, make_conv, make_norm,
 )
 
 
 def _run_stages(x, train, *, block_cls, stage_sizes, stage_features, stage_strides, share, conv,
-                norm, block_kwargs):
+                norm, block_kwargs, stage_impl, remat):
     for index, (num_blocks, features, strides) in enumerate(
         zip(stage_sizes, stage_features, stage_strides)
     ):
         x = Stage(block_cls=block_cls, num_blocks=num_blocks, features=features, strides=strides,
                   share=share, conv=conv, norm=norm, block_kwargs=block_kwargs,
-                  name=f"stage{index + 1}")(x, train)
+                  stage_impl=stage_impl, remat=remat, name=f"stage{index + 1}")(x, train)
     return x
 
 
@@ -45,10 +45,18 @@ class PreActResNet(nn.Module):
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
     act: Callable[[jax.Array], jax.Array] = nn.relu
+    # 'loop' runs blocks 1..n in turn; 'scan' runs blocks 2..n of each stage as one nn.scan
+    # (compiles in constant time on accelerators; its gradients are 30-50x slower on XLA:CPU).
+    # The variable layouts differ; stage_layout.convert_stage_layout maps one onto the other.
+    stage_impl: str = "loop"
+    # Rematerialise each block in the backward pass (nn.remat). On XLA:CPU it saves memory only
+    # with stage_impl='scan' (benchmarks/remat_memory.py says why and measures it).
+    remat: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         check_share(self.share)
+        check_stage_impl(self.stage_impl)
         conv = make_conv(self.dtype, self.param_dtype)
         norm = make_norm(train, self.dtype, self.param_dtype)
         block_kwargs = (("act", self.act),)
@@ -58,7 +66,8 @@ class PreActResNet(nn.Module):
         x = conv(self.stem_features, (3, 3), padding=PAD_3X3, name="stem_conv")(x)
         x = _run_stages(x, train, block_cls=self.block_cls, stage_sizes=self.stage_sizes,
                         stage_features=self.stage_features, stage_strides=(1, 2, 2),
-                        share=self.share, conv=conv, norm=norm, block_kwargs=block_kwargs)
+                        share=self.share, conv=conv, norm=norm, block_kwargs=block_kwargs,
+                        stage_impl=self.stage_impl, remat=self.remat)
         x = self.act(norm(name="final_bn")(x))
         return logits_head(x, self.num_classes, self.dtype, self.param_dtype)
 
@@ -78,10 +87,18 @@ class ResNet(nn.Module):
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
     act: Callable[[jax.Array], jax.Array] = nn.relu
+    # 'loop' runs blocks 1..n in turn; 'scan' runs blocks 2..n of each stage as one nn.scan
+    # (compiles in constant time on accelerators; its gradients are 30-50x slower on XLA:CPU).
+    # The variable layouts differ; stage_layout.convert_stage_layout maps one onto the other.
+    stage_impl: str = "loop"
+    # Rematerialise each block in the backward pass (nn.remat). On XLA:CPU it saves memory only
+    # with stage_impl='scan' (benchmarks/remat_memory.py says why and measures it).
+    remat: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         check_share(self.share)
+        check_stage_impl(self.stage_impl)
         conv = make_conv(self.dtype, self.param_dtype)
         norm = make_norm(train, self.dtype, self.param_dtype)
         x = jnp.asarray(x, self.dtype)
@@ -91,5 +108,6 @@ class ResNet(nn.Module):
         x = _run_stages(x, train, block_cls=self.block_cls, stage_sizes=self.stage_sizes,
                         stage_features=self.stage_features, stage_strides=(1, 2, 2, 2),
                         share=self.share, conv=conv, norm=norm,
-                        block_kwargs=(("act", self.act),))
+                        block_kwargs=(("act", self.act),), stage_impl=self.stage_impl,
+                        remat=self.remat)
         return logits_head(x, self.num_classes, self.dtype, self.param_dtype)

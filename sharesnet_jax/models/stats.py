@@ -44,6 +44,7 @@ def forward_macs(model: nn.Module, image_shape: tuple[int, int, int] | None = No
     A shared conv counts once per use: sharing saves parameters, not compute.
     """
     image_shape = image_shape or default_image_shape(model)
+    model = model.clone(stage_impl="loop")  # a scan body is traced once, whatever its length
     macs = 0
 
     def record(next_fun, args, kwargs, context):

@@ -1,0 +1,110 @@
+"""Checks of a run's input that fail in milliseconds, before any dataset, model or compilation
+work, each with a one-line message naming the bad value and what is accepted."""
+
+from __future__ import annotations
+
+import difflib
+import os
+import tempfile
+
+import jax
+import jax.numpy as jnp
+
+from sharesnet_jax import optim
+from sharesnet_jax.errors import UserError
+from sharesnet_jax.models import SHARE_MODES, ResNet, create_model, list_models
+from sharesnet_jax.models.layers import STAGE_IMPLS
+from sharesnet_jax.recipes import base_config
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+AUGMENTS = ("auto", "cifar", "imagenet", "none")
+
+
+def _choices(values) -> str:
+    return ", ".join(map(repr, values))
+
+
+def _one_of(config, field: str, accepted, allow_none: bool = False) -> None:
+    value = config.get(field, None)
+    if value is None and allow_none:
+        return
+    if value not in accepted:
+        close = difflib.get_close_matches(str(value), list(map(str, accepted)), n=3, cutoff=0.5)
+        hint = f" (did you mean {_choices(close)}?)" if close else ""
+        raise UserError(f"{field}={value!r} is not one of {_choices(accepted)}{hint}")
+
+
+def check_fields(config) -> None:
+    """Unknown fields and values of the wrong type, for configs built in Python (the command
+    line's `--config.x=y` is type-checked by ml_collections already)."""
+    reference = base_config()
+    for field in config.keys():
+        if field not in reference:
+            close = difflib.get_close_matches(field, list(reference.keys()), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise UserError(f"unknown config field {field!r}{hint}")
+        expected = reference[field]
+        value = config[field]
+        if expected is None or value is None:
+            continue
+        accepted = {float: (float, int), tuple: (tuple, list)}.get(type(expected), type(expected))
+        if isinstance(expected, bool) != isinstance(value, bool) or not isinstance(value, accepted):
+            raise UserError(f"config field {field}={value!r} should be of type "
+                            f"{type(expected).__name__}, not {type(value).__name__}")
+
+
+def check_config(config) -> None:
+    check_fields(config)
+    _one_of(config, "model", list_models())
+    _one_of(config, "share", SHARE_MODES, allow_none=True)
+    _one_of(config, "stage_impl", STAGE_IMPLS, allow_none=True)
+    _one_of(config, "dtype", DTYPES)
+    _one_of(config, "optimizer", optim.OPTIMIZERS)
+    _one_of(config, "schedule", optim.SCHEDULES)
+    _one_of(config, "augment", AUGMENTS)
+    if not isinstance(config.dataset, str) or not config.dataset:
+        raise UserError(f"dataset={config.dataset!r} must be a TFDS name, 'digits' or 'synthetic'")
+    devices = jax.device_count()
+    for field in ("batch_size", "eval_batch_size"):
+        value = config[field]
+        if value < 1 or value % devices:
+            raise UserError(f"{field}={value!r} must be a positive multiple of the {devices} "
+                            "devices (it is the global batch, split evenly over them)")
+    for field in ("log_every_steps", "checkpoint_every_steps", "keep_checkpoints"):
+        if config[field] < 1:
+            raise UserError(f"{field}={config[field]!r} must be at least 1")
+    if config.num_train_steps <= 0 and config.num_epochs <= 0:
+        raise UserError(f"num_epochs={config.num_epochs!r} must be positive when "
+                        "num_train_steps is not set (> 0)")
+    if config.learning_rate < 0:
+        raise UserError(f"learning_rate={config.learning_rate!r} must be non-negative")
+    check_image_size(config)
+
+
+def min_image_size(model_name: str) -> int:
+    """Below its total downsampling factor a model's last stage sees only padding."""
+    return 32 if isinstance(create_model(model_name, num_classes=1), ResNet) else 4
+
+
+def check_image_size(config) -> None:
+    size = config.get("image_size", None)
+    if size is None:
+        return
+    smallest = min_image_size(config.model)
+    if size < smallest:
+        raise UserError(f"image_size={size!r} is too small for {config.model}: it takes images "
+                        f"of at least {smallest}x{smallest}")
+
+
+def check_workdir(workdir: str) -> str:
+    """An absolute, writable workdir, created if needed."""
+    if not workdir:
+        raise UserError("workdir is empty: give --workdir=DIR, a directory this process can write")
+    path = os.path.abspath(os.path.expanduser(workdir))
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
+            pass
+    except OSError as err:
+        raise UserError(f"workdir {workdir!r} cannot be written ({err.strerror or err})") from None
+    return path
