@@ -58,6 +58,7 @@ def main(argv: list[str]) -> int:
                  jax.local_devices())
     try:
         config = _CONFIG.value
+        config.keys()  # the file loads lazily: make it fail here if it is missing or broken
     except Exception as err:  # noqa: BLE001 - the config file is the user's code
         print(f"error: cannot load --config: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
