@@ -53,12 +53,13 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float =
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
                     schedule: optax.Schedule, mean: Sequence[float], std: Sequence[float],
                     label_smoothing: float = 0.0,
-                    skip_nonfinite: bool = False) -> Callable[[TrainState, Batch], tuple[TrainState, Metrics]]:
+                    skip_nonfinite: bool = False
+                    ) -> Callable[[TrainState, Batch], tuple[TrainState, Metrics]]:
     """One SGD step. BatchNorm statistics are taken over the whole global batch: under jit on a
     data mesh, the batch mean is a cross-device reduction, so no `axis_name` is needed.
 
-    With `skip_nonfinite`, a step whose loss or gradients are not finite leaves the state as it
-    was (the step counter still advances) and reports `skipped=1`.
+    With `skip_nonfinite`, a step whose loss, gradients or new state are not finite leaves the
+    state as it was (the step counter still advances); `nonfinite=1` reports it either way.
     """
 
     def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
@@ -78,7 +79,10 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
         params = optax.apply_updates(state.params, updates)
         new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
                                   opt_state=opt_state)
-        finite = jnp.isfinite(loss) & jnp.isfinite(optax.global_norm(grads))
+        # The new parameters too: a finite loss can still produce an overflowing update, and
+        # a checkpoint must never hold NaN or Inf.
+        finite = (jnp.isfinite(loss) & jnp.isfinite(optax.global_norm(grads))
+                  & jnp.isfinite(optax.global_norm((params, batch_stats))))
         if skip_nonfinite:
             kept = state.replace(step=state.step + 1)
             new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, kept)

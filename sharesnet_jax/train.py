@@ -267,9 +267,9 @@ def _log_train_metrics(writer, pending: list[tuple[int, dict]], skip_nonfinite: 
     if nonfinite and not skip_nonfinite:
         bad_step, bad = nonfinite[0]
         raise TrainingDiverged(
-            f"loss is {float(bad['loss'])} at step {bad_step} (learning rate "
-            f"{float(bad['learning_rate']):g}): training halted before any checkpoint of it was "
-            "written. Lower the learning rate, or set "
+            f"non-finite loss or update at step {bad_step} (loss {float(bad['loss']):g}, "
+            f"learning rate {float(bad['learning_rate']):g}): training halted before any "
+            "checkpoint of it was written. Lower the learning rate, or set "
             "--config.skip_nonfinite=True to skip such steps")
     finite = [m for m in fetched if not m["nonfinite"]] or fetched
     summary = {k: float(np.mean([m[k] for m in finite])) for k in ("loss", "accuracy")}
