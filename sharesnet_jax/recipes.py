@@ -18,6 +18,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.dropout_rate = placeholder(float)
     c.stage_impl = placeholder(str)  # 'loop' | 'scan'
     c.remat = placeholder(bool)
+    c.init_from = placeholder(str)  # .pth or workdir: start from those weights (see warm_start)
     c.dtype = "float32"  # computation dtype; parameters and statistics stay float32
     # Data.
     c.dataset = "digits"  # 'digits' (embedded), 'cifar10', 'imagenet2012', any TFDS name, 'synthetic'

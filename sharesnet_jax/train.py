@@ -158,6 +158,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     if restored is not None:
         state = restored[1]
         logging.info("Resumed from checkpoint at step %d", restored[0])
+    elif config.init_from:
+        state = _warm_start(config, model, tx, state, replicated)
     record = {"config": config.to_dict(), "num_classes": info.num_classes,
               "image_shape": list(info.image_shape), "mean": list(info.mean),
               "std": list(info.std), "class_names": list(info.class_names)}
@@ -248,6 +250,19 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
                  step, results["eval_accuracy"], results["eval_top5_accuracy"],
                  f"{num_params:,}", results["wall_seconds"])
     return results
+
+
+def _warm_start(config, model, tx, state: TrainState, replicated) -> TrainState:
+    """The fresh state with the variables of `config.init_from` and a new optimizer state."""
+    from sharesnet_jax import warm_start
+
+    variables = warm_start.initial_variables(
+        config.init_from, config.model, model,
+        {"params": state.params, "batch_stats": state.batch_stats})
+    variables = jax.device_put(variables, replicated)
+    logging.info("Initialised the model from %s", config.init_from)
+    return state.replace(params=variables["params"], batch_stats=variables["batch_stats"],
+                         opt_state=jax.jit(tx.init, out_shardings=replicated)(variables["params"]))
 
 
 def _write_json_atomically(path: str, payload: dict) -> None:

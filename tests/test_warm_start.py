@@ -1,0 +1,70 @@
+"""Starting from existing weights: our checkpoints and torchvision files, made shared."""
+
+import jax
+import numpy as np
+import pytest
+
+from sharesnet_jax import train
+from sharesnet_jax.errors import UserError
+from sharesnet_jax.models import create_model
+from sharesnet_jax.warm_start import initial_variables
+from tests.helpers import tiny_config
+
+
+def _fresh(model, size=32):
+    return jax.device_get(model.init(jax.random.key(3), np.zeros((1, size, size, 3), np.float32),
+                                     train=False))
+
+
+@pytest.fixture(scope="module")
+def unshared_workdir(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("unshared")
+    data_dir = str(tmp_path_factory.getbasetemp() / "tfds")
+    train.train_and_evaluate(tiny_config(model="cifar_resnet14", data_dir=data_dir,
+                                         num_train_steps=2), str(workdir))
+    return workdir
+
+
+def test_shared_model_starts_from_unshared_checkpoint(unshared_workdir, tmp_path, caplog):
+    model = create_model("cifar_sharesnet14", num_classes=10)
+    variables = initial_variables(str(unshared_workdir), "cifar_sharesnet14", model, _fresh(model))
+    source = initial_variables(str(unshared_workdir), "cifar_resnet14",
+                               create_model("cifar_resnet14", num_classes=10),
+                               _fresh(create_model("cifar_resnet14", num_classes=10)))
+    # Stage 1 has blocks 1-2; the paper shares the second 3x3 of block 2 only, so the shared
+    # kernel is that kernel itself; everything else is copied.
+    np.testing.assert_array_equal(variables["params"]["stage1"]["shared_conv3x3"]["kernel"],
+                                  source["params"]["stage1"]["block2"]["conv2"]["kernel"])
+    np.testing.assert_array_equal(variables["batch_stats"]["stage2"]["block2"]["bn2"]["mean"],
+                                  source["batch_stats"]["stage2"]["block2"]["bn2"]["mean"])
+    caplog.set_level("INFO")
+    results = train.train_and_evaluate(
+        tiny_config(init_from=str(unshared_workdir), num_train_steps=2,
+                    data_dir=str(tmp_path / "tfds")), str(tmp_path / "shared"))
+    assert results["step"] == 2
+    assert "Initialised the model from" in caplog.text
+
+
+def test_torchvision_file_with_another_head_size(tmp_path):
+    torch = pytest.importorskip("torch")
+    torchvision = pytest.importorskip("torchvision")
+    path = tmp_path / "resnet18.pth"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
+    model = create_model("sharesnet18", num_classes=10)
+    fresh = _fresh(model, 64)
+    variables = initial_variables(str(path), "sharesnet18", model, fresh)
+    np.testing.assert_array_equal(variables["params"]["head"]["kernel"],
+                                  fresh["params"]["head"]["kernel"])
+    assert variables["params"]["stage4"]["shared_conv3x3"]["kernel"].shape == (3, 3, 512, 512)
+    stem = torchvision.models.resnet18(weights=None)
+    stem.load_state_dict(torch.load(path))
+    np.testing.assert_allclose(variables["params"]["stem_conv"]["kernel"],
+                               stem.conv1.weight.detach().numpy().transpose(2, 3, 1, 0))
+
+
+def test_init_from_errors(unshared_workdir, tmp_path):
+    model = create_model("sharewrn16_4", num_classes=10)
+    with pytest.raises(UserError, match="does not exist"):
+        initial_variables(str(tmp_path / "nothing"), "sharewrn16_4", model, _fresh(model))
+    with pytest.raises(UserError, match=r"init_from=.*(has no|holds \S+ with shape)"):
+        initial_variables(str(unshared_workdir), "sharewrn16_4", model, _fresh(model))
