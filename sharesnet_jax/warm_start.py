@@ -38,21 +38,28 @@ def _step_directory(source: str) -> str:
                     "directory or step directory of this trainer")
 
 
-def _from_checkpoint(source: str) -> tuple[dict, str, dict]:
-    """Variables (loop layout), model name and model overrides recorded with the checkpoint."""
+def read_checkpoint(source: str) -> tuple[dict, dict]:
+    """(record, variables) of the newest checkpoint under `source`, in loop layout, read without
+    a target: only params and batch_stats are needed, so optimizer types do not matter."""
     step_dir = _step_directory(source)
     try:
         record = ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(
             os.path.join(step_dir, "record"))
         state = ocp.StandardCheckpointer().restore(os.path.join(step_dir, "state"))
     except Exception as err:  # noqa: BLE001 - any unreadable source is the user's to fix
-        raise UserError(f"init_from={source!r}: cannot read {step_dir} "
+        raise UserError(f"cannot read the checkpoint {step_dir} "
                         f"({type(err).__name__}: {str(err).splitlines()[0][:160]})") from None
-    config = record["config"]
-    overrides = {k: config[k] for k in ("share", "stage_impl") if config.get(k) is not None}
     variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
-    if overrides.pop("stage_impl", "loop") == "scan":
+    if record["config"].get("stage_impl") == "scan":
         variables = to_loop_layout(variables)
+    return record, variables
+
+
+def _from_checkpoint(source: str) -> tuple[dict, str, dict]:
+    """Variables (loop layout), model name and sharing recorded with the checkpoint."""
+    record, variables = read_checkpoint(source)
+    config = record["config"]
+    overrides = {"share": config["share"]} if config.get("share") is not None else {}
     return variables, config["model"], overrides
 
 

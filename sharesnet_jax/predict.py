@@ -1,0 +1,130 @@
+"""Class probabilities from a trained workdir, for arrays in Python or image files on the
+command line:
+
+    python -m sharesnet_jax.predict --workdir=DIR IMAGE [IMAGE ...]
+
+Preprocessing follows the checkpoint's own record (input size, per-channel mean/std, CIFAR- or
+ImageNet-style evaluation crop), so predictions see what evaluation saw. Needs no TensorFlow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from PIL import Image
+
+from sharesnet_jax.errors import UserError
+from sharesnet_jax.model_builder import build_model
+from sharesnet_jax.steps import normalize
+from sharesnet_jax.warm_start import read_checkpoint
+
+
+def _resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    if image.shape[:2] == (height, width):
+        return image
+    return np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
+
+
+def _eval_crop(image: np.ndarray, size: tuple[int, int], augment: str) -> np.ndarray:
+    """ImageNet style: shorter side to size*256/224, centre crop; otherwise a plain resize."""
+    height, width = size
+    if augment != "imagenet":
+        return _resize(image, height, width)
+    scale = round(max(height, width) * 256 / 224) / min(image.shape[:2])
+    resized = _resize(image, max(round(image.shape[0] * scale), height),
+                      max(round(image.shape[1] * scale), width))
+    top = (resized.shape[0] - height) // 2
+    left = (resized.shape[1] - width) // 2
+    return resized[top:top + height, left:left + width]
+
+
+class Predictor:
+    """Maps uint8 HWC images of any size to class probabilities with a trained model."""
+
+    def __init__(self, workdir: str):
+        record, variables = read_checkpoint(workdir)
+        self.class_names: tuple[str, ...] = tuple(record["class_names"])
+        self.image_shape = tuple(record["image_shape"])
+        config = record["config"]
+        # The evaluation style the run resolved; older records only have the config's choice.
+        self.augment = record.get("augment") or (
+            "imagenet" if config.get("augment") == "imagenet" or (
+                config.get("augment") == "auto" and str(config["dataset"]).startswith("imagenet"))
+            else "cifar")
+        model = build_model(config, record["num_classes"])
+        mean, std = record["mean"], record["std"]
+        variables = jax.device_put(variables)
+
+        @jax.jit
+        def probabilities(images):
+            logits = model.apply(variables, normalize(images, mean, std), train=False)
+            return jax.nn.softmax(logits)
+
+        self._probabilities = probabilities
+
+    def preprocess(self, image: np.ndarray) -> np.ndarray:
+        image = np.asarray(image)
+        channels = self.image_shape[2]
+        if image.ndim == 2:
+            image = np.repeat(image[..., None], channels, axis=-1)
+        if image.ndim != 3 or image.shape[2] != channels or image.dtype != np.uint8:
+            raise ValueError(f"image of shape {image.shape} and dtype {image.dtype}: expected "
+                             f"uint8 (H, W, {channels})")
+        return _eval_crop(image, self.image_shape[:2], self.augment)
+
+    def __call__(self, images: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
+        """(N, num_classes) probabilities for N images (a list of arrays, or one NHWC array)."""
+        batch = np.stack([self.preprocess(image) for image in images])
+        return np.asarray(self._probabilities(jnp.asarray(batch)))
+
+    def top_k(self, probabilities: np.ndarray, k: int = 5) -> list[tuple[str, float]]:
+        order = np.argsort(-probabilities)[:k]
+        return [(self.class_names[i], float(probabilities[i])) for i in order]
+
+
+def load(workdir: str) -> Predictor:
+    """The newest checkpoint of `workdir` as a callable: images -> class probabilities."""
+    return Predictor(workdir)
+
+
+def read_image(path: str, channels: int = 3) -> np.ndarray:
+    """A file as uint8 HWC; palette, grey and alpha images are converted to the model's RGB."""
+    try:
+        with Image.open(path) as image:
+            image = image.convert("RGB" if channels == 3 else "L")
+            return np.asarray(image)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"cannot read image: {err}") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Top-5 classes of images with a trained model.")
+    parser.add_argument("--workdir", required=True, help="a training workdir (or checkpoint)")
+    parser.add_argument("--top", type=int, default=5)
+    parser.add_argument("images", nargs="+")
+    args = parser.parse_args(argv)
+    try:
+        predictor = load(args.workdir)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    failures = 0
+    for path in args.images:
+        try:
+            probabilities = predictor([read_image(path, predictor.image_shape[2])])[0]
+        except ValueError as err:
+            print(f"error: {path}: {err}", file=sys.stderr)
+            failures += 1
+            continue
+        ranked = ", ".join(f"{name} {p:.3f}" for name, p in predictor.top_k(probabilities, args.top))
+        print(f"{path}: {ranked}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""Prediction from a trained workdir: the Python API and the command line."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sharesnet_jax import digits, predict, train
+from tests.helpers import tiny_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("trained")
+    results = train.train_and_evaluate(
+        tiny_config(data_dir=str(tmp_path_factory.mktemp("tfds")), num_train_steps=60,
+                    learning_rate=0.1, checkpoint_every_steps=60), str(workdir))
+    return workdir, results
+
+
+def test_predictor_maps_images_of_any_size_to_probabilities(trained):
+    workdir, results = trained
+    predictor = predict.load(str(workdir))
+    images, labels = digits.load_digit_splits()["test"]
+    probabilities = predictor(images)
+    assert probabilities.shape == (300, 10)
+    np.testing.assert_allclose(probabilities.sum(-1), 1.0, rtol=1e-5)
+    # The same 300 test images the run evaluated: the same accuracy, to one image.
+    accuracy = np.mean(probabilities.argmax(-1) == labels)
+    assert abs(accuracy - results["eval_accuracy"]) <= 1 / 300
+    bigger = np.asarray(Image.fromarray(images[0]).resize((50, 41)))
+    assert predictor([bigger, images[1]]).shape == (2, 10)
+    assert predictor.top_k(probabilities[0], 3)[0][0] in predictor.class_names
+    with pytest.raises(ValueError, match=r"expected uint8 \(H, W, 3\)"):
+        predictor([np.zeros((32, 32, 4), np.uint8)])
+
+
+def test_command_line_prints_top5_and_one_line_per_bad_file(trained, tmp_path):
+    workdir, _ = trained
+    images, _ = digits.load_digit_splits()["test"]
+    good = [tmp_path / "a.png", tmp_path / "b.jpg"]
+    Image.fromarray(images[0]).save(good[0])
+    Image.fromarray(images[1]).resize((64, 64)).convert("L").save(good[1])
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    result = subprocess.run(
+        [sys.executable, "-m", "sharesnet_jax.predict", f"--workdir={workdir}", str(good[0]),
+         str(broken), str(good[1])], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert result.returncode == 1
+    lines = result.stdout.strip().splitlines()
+    assert [line.split(":")[0] for line in lines] == [str(good[0]), str(good[1])]
+    assert all(line.count(",") == 4 for line in lines)  # five classes each
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "broken.png" in errors[0] and "cannot read image" in errors[0]
