@@ -140,3 +140,19 @@ def test_train_step_on_8_devices_matches_1_device():
                             text=True, timeout=300, env={**os.environ, "JAX_PLATFORMS": "cpu"})
     assert result.returncode == 0, result.stderr[-3000:]
     assert "OK" in result.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config_file,image_size", [
+    ("cifar10_sharesnet164.py", None),
+    ("imagenet_sharesnet50.py", 128),
+])
+def test_paper_config_runs_steps_under_mock_data(tmp_path, config_file, image_size):
+    """The full-size paper models through the real pipelines (slow: minutes of CPU compile)."""
+    config = _load_config(ROOT / "configs" / config_file)
+    config.update(dict(batch_size=8, eval_batch_size=16, num_train_steps=2, log_every_steps=1,
+                       data_dir=str(tmp_path / "d")))
+    config.image_size = image_size
+    with tfds.testing.mock_data(num_examples=24):
+        results = train.train_and_evaluate(config, str(tmp_path / "work"))
+    assert results["step"] == 2 and np.isfinite(results["eval_loss"])

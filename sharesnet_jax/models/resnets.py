@@ -17,31 +17,13 @@ from sharesnet_jax.models.layers import (
 )
 
 
-def _run_stages(x, train, *, block_cls, stage_sizes, stage_features, stage_strides, share, conv,
-                norm, block_kwargs, stage_impl, remat):
-    for index, (num_blocks, features, strides) in enumerate(
-        zip(stage_sizes, stage_features, stage_strides)
-    ):
-        x = Stage(block_cls=block_cls, num_blocks=num_blocks, features=features, strides=strides,
-                  share=share, conv=conv, norm=norm, block_kwargs=block_kwargs,
-                  stage_impl=stage_impl, remat=remat, name=f"stage{index + 1}")(x, train)
-    return x
-
-
-class PreActResNet(nn.Module):
-    """CIFAR pre-activation ResNet (He et al. 2016) and Wide ResNet (Zagoruyko & Komodakis 2016).
-
-    3x3 stem to 16 channels, three stages at strides 1, 2, 2, then BN-ReLU, global average pool
-    and a dense layer. `stage_features` are the 3x3 widths (the bottleneck outputs 4x that).
-    """
+class ResidualNetwork(nn.Module):
+    """Fields common to every family; subclasses add their stem and head around the stages."""
 
     block_cls: ModuleDef
     stage_sizes: Sequence[int]
-    stage_features: Sequence[int]
     num_classes: int
     share: str = "none"
-    stem_features: int = 16
-    dropout_rate: float = 0.0
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
     act: Callable[[jax.Array], jax.Array] = nn.relu
@@ -53,10 +35,35 @@ class PreActResNet(nn.Module):
     # with stage_impl='scan' (benchmarks/remat_memory.py says why and measures it).
     remat: bool = False
 
+
+def _run_stages(net: ResidualNetwork, x: jax.Array, train: bool, *, stage_features, stage_strides,
+                conv: ModuleDef, norm: ModuleDef, block_kwargs) -> jax.Array:
+    """Called from a family's compact `__call__`, so the stages become its submodules."""
+    check_share(net.share)
+    check_stage_impl(net.stage_impl)
+    for index, (num_blocks, features, strides) in enumerate(
+        zip(net.stage_sizes, stage_features, stage_strides)
+    ):
+        x = Stage(block_cls=net.block_cls, num_blocks=num_blocks, features=features,
+                  strides=strides, share=net.share, conv=conv, norm=norm,
+                  block_kwargs=block_kwargs, stage_impl=net.stage_impl, remat=net.remat,
+                  parent=net, name=f"stage{index + 1}")(x, train)
+    return x
+
+
+class PreActResNet(ResidualNetwork):
+    """CIFAR pre-activation ResNet (He et al. 2016) and Wide ResNet (Zagoruyko & Komodakis 2016).
+
+    3x3 stem to 16 channels, three stages at strides 1, 2, 2, then BN-ReLU, global average pool
+    and a dense layer. `stage_features` are the 3x3 widths (the bottleneck outputs 4x that).
+    """
+
+    stage_features: Sequence[int] = (16, 32, 64)
+    stem_features: int = 16
+    dropout_rate: float = 0.0
+
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        check_share(self.share)
-        check_stage_impl(self.stage_impl)
         conv = make_conv(self.dtype, self.param_dtype)
         norm = make_norm(train, self.dtype, self.param_dtype)
         block_kwargs = (("act", self.act),)
@@ -64,50 +71,30 @@ class PreActResNet(nn.Module):
             block_kwargs += (("dropout_rate", self.dropout_rate),)
         x = jnp.asarray(x, self.dtype)
         x = conv(self.stem_features, (3, 3), padding=PAD_3X3, name="stem_conv")(x)
-        x = _run_stages(x, train, block_cls=self.block_cls, stage_sizes=self.stage_sizes,
-                        stage_features=self.stage_features, stage_strides=(1, 2, 2),
-                        share=self.share, conv=conv, norm=norm, block_kwargs=block_kwargs,
-                        stage_impl=self.stage_impl, remat=self.remat)
+        x = _run_stages(self, x, train, stage_features=self.stage_features,
+                        stage_strides=(1, 2, 2), conv=conv, norm=norm, block_kwargs=block_kwargs)
         x = self.act(norm(name="final_bn")(x))
         return logits_head(x, self.num_classes, self.dtype, self.param_dtype)
 
 
-class ResNet(nn.Module):
+class ResNet(ResidualNetwork):
     """ImageNet ResNet in torchvision's layout, so its weights map one to one.
 
     7x7/2 stem conv + BN + ReLU + 3x3/2 max-pool, four stages at widths 64..512 (strides 1, 2, 2,
     2; the stride sits on the 3x3), global average pool and a dense layer.
     """
 
-    block_cls: ModuleDef
-    stage_sizes: Sequence[int]
-    num_classes: int
-    share: str = "none"
     stage_features: Sequence[int] = (64, 128, 256, 512)
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
-    act: Callable[[jax.Array], jax.Array] = nn.relu
-    # 'loop' runs blocks 1..n in turn; 'scan' runs blocks 2..n of each stage as one nn.scan
-    # (compiles in constant time on accelerators; its gradients are 30-50x slower on XLA:CPU).
-    # The variable layouts differ; stage_layout.convert_stage_layout maps one onto the other.
-    stage_impl: str = "loop"
-    # Rematerialise each block in the backward pass (nn.remat). On XLA:CPU it saves memory only
-    # with stage_impl='scan' (benchmarks/remat_memory.py says why and measures it).
-    remat: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        check_share(self.share)
-        check_stage_impl(self.stage_impl)
         conv = make_conv(self.dtype, self.param_dtype)
         norm = make_norm(train, self.dtype, self.param_dtype)
         x = jnp.asarray(x, self.dtype)
         x = conv(self.stage_features[0], (7, 7), 2, padding=((3, 3), (3, 3)), name="stem_conv")(x)
         x = self.act(norm(name="stem_bn")(x))
         x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=PAD_3X3)
-        x = _run_stages(x, train, block_cls=self.block_cls, stage_sizes=self.stage_sizes,
-                        stage_features=self.stage_features, stage_strides=(1, 2, 2, 2),
-                        share=self.share, conv=conv, norm=norm,
-                        block_kwargs=(("act", self.act),), stage_impl=self.stage_impl,
-                        remat=self.remat)
+        x = _run_stages(self, x, train, stage_features=self.stage_features,
+                        stage_strides=(1, 2, 2, 2), conv=conv, norm=norm,
+                        block_kwargs=(("act", self.act),))
         return logits_head(x, self.num_classes, self.dtype, self.param_dtype)
