@@ -261,7 +261,7 @@ def _train_epoch(
     def augment(index, example):
         example_key = tf.random.experimental.stateless_fold_in(augment_key, index)
         return {
-            'image': _train_image(example['image'], example_key, hw, info),
+            'image': _train_image(example['image'], example_key, hw, info, _colour(config)),
             'label': example['label'],
         }
 
@@ -294,11 +294,20 @@ def _derive_seed(*parts: int) -> int:
 # Image transformations (one example at a time, inside tf.data maps).
 
 
-def _train_image(image: tf.Tensor, key: tf.Tensor, hw: tuple[int, int], info: DatasetInfo):
-    crop_key, flip_key = tf.unstack(tf.random.experimental.stateless_split(key, num=2))
+def _colour(config) -> tuple[float, float]:
+    """(colour jitter strength, PCA lighting std) of ImageNet-style training augmentation."""
+    return float(config.get('color_jitter', 0.0)), float(config.get('pca_lighting', 0.0))
+
+
+def _train_image(image: tf.Tensor, key: tf.Tensor, hw: tuple[int, int], info: DatasetInfo,
+                 colour: tuple[float, float] = (0.0, 0.0)):
+    crop_key, flip_key, colour_key = tf.unstack(
+        tf.random.experimental.stateless_split(key, num=3))
     if info.augment == 'imagenet':
         cropped = _random_resized_crop(image, crop_key, hw, info.image_shape[2])
         flipped = tf.image.stateless_random_flip_left_right(cropped, seed=flip_key)
+        if info.image_shape[2] == 3 and any(colour):
+            flipped = _jitter_colour(flipped, colour_key, *colour)
         return tf.ensure_shape(flipped, info.image_shape)
     if info.augment == 'cifar':
         padded = tf.pad(
@@ -309,6 +318,36 @@ def _train_image(image: tf.Tensor, key: tf.Tensor, hw: tuple[int, int], info: Da
         cropped = tf.image.stateless_random_crop(padded, info.image_shape, seed=crop_key)
         return tf.image.stateless_random_flip_left_right(cropped, seed=flip_key)
     return _eval_image(image, hw, info)
+
+
+# fb.resnet.torch's PCA lighting (Krizhevsky et al. 2012): ImageNet RGB eigenvalues and
+# eigenvectors (columns), for images in 0..1.
+_LIGHTING_EIGVAL = (0.2175, 0.0188, 0.0045)
+_LIGHTING_EIGVEC = ((-0.5675, 0.7192, 0.4009),
+                    (-0.5808, -0.0045, -0.8140),
+                    (-0.5836, -0.6948, 0.4203))
+
+
+def _jitter_colour(image: tf.Tensor, key: tf.Tensor, jitter: float, lighting: float) -> tf.Tensor:
+    """Brightness, contrast and saturation each scaled by a factor in [1-j, 1+j] (in that fixed
+    order; fb.resnet.torch shuffles it), then PCA lighting noise of std `lighting`."""
+    keys = tf.unstack(tf.random.experimental.stateless_split(key, num=4))
+    x = tf.cast(image, tf.float32) / 255.0
+
+    def factor(k):
+        return tf.random.stateless_uniform([], k, 1.0 - jitter, 1.0 + jitter)
+
+    if jitter:
+        x = x * factor(keys[0])
+        mean = tf.reduce_mean(tf.image.rgb_to_grayscale(x))
+        x = mean + (x - mean) * factor(keys[1])
+        grey = tf.image.rgb_to_grayscale(x)
+        x = grey + (x - grey) * factor(keys[2])
+    if lighting:
+        alpha = tf.random.stateless_normal([3], keys[3], stddev=lighting)
+        shift = tf.linalg.matvec(tf.constant(_LIGHTING_EIGVEC), alpha * tf.constant(_LIGHTING_EIGVAL))
+        x = x + shift
+    return tf.cast(tf.clip_by_value(tf.round(x * 255.0), 0.0, 255.0), tf.uint8)
 
 
 def _eval_image(image: tf.Tensor, hw: tuple[int, int], info: DatasetInfo) -> tf.Tensor:

@@ -29,6 +29,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval_split = placeholder(str)  # None: 'test', else 'validation'
     c.image_size = placeholder(int)  # None: the dataset's (32 CIFAR-style, 224 ImageNet-style)
     c.augment = "auto"  # 'auto' | 'cifar' | 'imagenet' | 'none'
+    c.color_jitter = 0.0  # ImageNet style only: brightness/contrast/saturation strength
+    c.pca_lighting = 0.0  # ImageNet style only: std of the PCA lighting noise
     c.shuffle_buffer = 16_384
     c.num_classes = placeholder(int)  # synthetic data only; real datasets state theirs
     # Optimisation.
@@ -71,7 +73,7 @@ def cifar_recipe(model: str, dataset: str = "cifar10", dropout_rate: float | Non
 
 def imagenet_recipe(model: str):
     """fb.resnet.torch's recipe: SGD+Nesterov, lr 0.1 per 256 images, /10 every 30 epochs,
-    90 epochs, wd 1e-4, random-resized crops at 224."""
+    90 epochs, wd 1e-4, random-resized crops at 224 + flip, colour jitter 0.4, PCA lighting 0.1."""
     c = base_config()
     c.model, c.dataset = model, "imagenet2012"
     c.batch_size = 256
@@ -81,5 +83,6 @@ def imagenet_recipe(model: str):
     c.lr_decay_epochs, c.lr_decay_factor = (30, 60), 0.1
     c.num_epochs = 90.0
     c.shuffle_buffer = 50_000
+    c.color_jitter, c.pca_lighting = 0.4, 0.1
     c.checkpoint_every_steps = 2_000
     return c

@@ -176,6 +176,20 @@ def test_imagenet_style_on_decoded_images(digits_dir):
     check_train_and_eval(config, info, local_batch_size=64)
 
 
+def test_colour_jitter_and_lighting_are_deterministic_and_change_images(digits_dir):
+    plain = make_config(data_dir=digits_dir, augment='imagenet', image_size=24)
+    coloured = make_config(data_dir=digits_dir, augment='imagenet', image_size=24,
+                           color_jitter=0.4, pca_lighting=0.1)
+    info = input_pipeline.load_info(plain)
+    first = take(input_pipeline.train_batches(coloured, info, local_batch_size=32), 2)
+    again = take(input_pipeline.train_batches(coloured, info, local_batch_size=32), 2)
+    assert_batches_equal(first, again)
+    base = take(input_pipeline.train_batches(plain, info, local_batch_size=32), 2)
+    assert first[0]['image'].dtype == np.uint8
+    assert np.mean(first[0]['image'] != base[0]['image']) > 0.1
+    np.testing.assert_array_equal(first[0]['label'], base[0]['label'])
+
+
 def test_augment_none_yields_the_stored_images(digits_dir):
     config = make_config(data_dir=digits_dir, augment='none')
     info = input_pipeline.load_info(config)
