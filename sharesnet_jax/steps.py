@@ -31,7 +31,10 @@ class TrainState:
 def create_train_state(model: nn.Module, tx: optax.GradientTransformation, seed: int,
                        image_shape: Sequence[int]) -> TrainState:
     init_rng, step_rng = jax.random.split(jax.random.PRNGKey(seed))
-    variables = model.init(init_rng, jnp.zeros((1, *image_shape), jnp.float32), train=False)
+    # The initial state is replicated, so the partitionable threefry buys nothing here, and
+    # XLA:CPU compiles the init nearly 3x faster without it (ResNet-20: 10.9 s -> 3.9 s).
+    with jax.threefry_partitionable(False):
+        variables = model.init(init_rng, jnp.zeros((1, *image_shape), jnp.float32), train=False)
     params = variables["params"]
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params),

@@ -7,7 +7,7 @@ from sharesnet_jax.recipes import base_config
 
 def tiny_config(**fields) -> ml_collections.ConfigDict:
     c = base_config()
-    c.model = "cifar_sharesnet14"
+    c.model = "cifar_sharesnet20"  # n=3: each shared kernel has two uses
     c.dataset = "digits"
     c.batch_size = 32
     c.eval_batch_size = 64

@@ -172,7 +172,7 @@ BAD_INPUTS = [
     (dict(batch_size=0), r"batch_size=0 must be a positive multiple of the 1 devices"),
     (dict(learning_rte=0.1), r"unknown config field 'learning_rte'; did you mean 'learning_rate'"),
     (dict(batch_size="32"), r"batch_size='32' should be of type int, not str"),
-    (dict(image_size=2), r"image_size=2 is too small for cifar_sharesnet14"),
+    (dict(image_size=2), r"image_size=2 is too small for cifar_sharesnet20"),
     (dict(dataset="cifar10"), r"Dataset 'cifar10' is not prepared in data_dir .*download"),
     (dict(checkpoint_every_steps=0), r"checkpoint_every_steps=0 must be at least 1"),
 ]

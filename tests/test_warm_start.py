@@ -20,21 +20,22 @@ def _fresh(model, size=32):
 def unshared_workdir(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("unshared")
     data_dir = str(tmp_path_factory.getbasetemp() / "tfds")
-    train.train_and_evaluate(tiny_config(model="cifar_resnet14", data_dir=data_dir,
+    train.train_and_evaluate(tiny_config(model="cifar_resnet20", data_dir=data_dir,
                                          num_train_steps=2), str(workdir))
     return workdir
 
 
 def test_shared_model_starts_from_unshared_checkpoint(unshared_workdir, tmp_path, caplog):
-    model = create_model("cifar_sharesnet14", num_classes=10)
-    variables = initial_variables(str(unshared_workdir), "cifar_sharesnet14", model, _fresh(model))
-    source = initial_variables(str(unshared_workdir), "cifar_resnet14",
-                               create_model("cifar_resnet14", num_classes=10),
-                               _fresh(create_model("cifar_resnet14", num_classes=10)))
-    # Stage 1 has blocks 1-2; the paper shares the second 3x3 of block 2 only, so the shared
-    # kernel is that kernel itself; everything else is copied.
-    np.testing.assert_array_equal(variables["params"]["stage1"]["shared_conv3x3"]["kernel"],
-                                  source["params"]["stage1"]["block2"]["conv2"]["kernel"])
+    model = create_model("cifar_sharesnet20", num_classes=10)
+    variables = initial_variables(str(unshared_workdir), "cifar_sharesnet20", model, _fresh(model))
+    plain = create_model("cifar_resnet20", num_classes=10)
+    source = initial_variables(str(unshared_workdir), "cifar_resnet20", plain, _fresh(plain))
+    # Stage 1 has blocks 1-3; the paper shares the second 3x3 of blocks 2 and 3, so the shared
+    # kernel starts as their mean; everything else is copied.
+    stage = source["params"]["stage1"]
+    np.testing.assert_allclose(variables["params"]["stage1"]["shared_conv3x3"]["kernel"],
+                               (stage["block2"]["conv2"]["kernel"]
+                                + stage["block3"]["conv2"]["kernel"]) / 2, rtol=1e-6)
     np.testing.assert_array_equal(variables["batch_stats"]["stage2"]["block2"]["bn2"]["mean"],
                                   source["batch_stats"]["stage2"]["block2"]["bn2"]["mean"])
     caplog.set_level("INFO")
