@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from sharesnet_jax.errors import UserError
@@ -54,15 +55,19 @@ class Checkpoints:
     def restore_latest(self, target: Any) -> tuple[int, Any] | None:
         """The newest checkpoint that restores. Newer unreadable ones (truncated or missing
         files, killed mid-save) are moved aside to `<directory>.skipped/` with a warning: kept
-        for inspection, and out of the way of the saves that will redo their steps."""
+        for inspection, and out of the way of the saves that will redo their steps. Every
+        process reads the checkpoint; one that fails anywhere is skipped everywhere."""
         for step in reversed(self.steps()):
             try:
-                return step, self.restore(step, target)
+                restored, reason = self.restore(step, target), None
             except UserError:
                 raise
             except Exception as err:  # noqa: BLE001 - any unreadable checkpoint is skipped
+                restored = None
                 reason = f"{type(err).__name__}: {str(err).strip().splitlines()[0][:200]}"
-                self._set_aside(step, reason)
+            if _on_every_process(reason is None):
+                return step, restored
+            self._set_aside(step, reason or "unreadable on another process")
         return None
 
     def _set_aside(self, step: int, reason: str) -> None:
@@ -101,6 +106,14 @@ class Checkpoints:
 
     def close(self) -> None:
         self._manager.close()
+
+
+def _on_every_process(ok: bool) -> bool:
+    if jax.process_count() == 1:
+        return ok
+    from jax.experimental import multihost_utils
+
+    return bool(np.all(multihost_utils.process_allgather(np.int32(ok))))
 
 
 def _key_name(key: Any) -> str:

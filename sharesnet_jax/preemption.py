@@ -6,12 +6,15 @@ and saving it loses nothing. A second signal falls back to the default (immediat
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 import threading
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -20,6 +23,7 @@ class PreemptionWatch:
     def __init__(self):
         self._requested = threading.Event()
         self._previous = {}
+        self._in_flight = None  # Several processes: the flags gathered at the previous step.
 
     def __enter__(self) -> "PreemptionWatch":
         if threading.current_thread() is threading.main_thread():
@@ -40,11 +44,28 @@ class PreemptionWatch:
 
     def requested(self, step: int, checkpoints) -> bool:
         """Whether to stop after `step`. On several processes every process must answer the
-        same at the same step, or the ones that go on would wait forever in a collective."""
+        same at the same step, or the ones that go on would wait forever in a collective.
+
+        There, the processes' flags are combined by a small collective dispatched at each step
+        and read one step later, when it has finished with that step's training: a signal takes
+        effect a step later, and the check never makes the host wait for the step in flight."""
         local = self._requested.is_set()
         if jax.process_count() == 1:
             return local
-        from jax.experimental import multihost_utils
-
-        anyone = bool(np.any(multihost_utils.process_allgather(np.int32(local))))
+        gathered, self._in_flight = self._in_flight, _any_process(local)
+        anyone = gathered is not None and bool(gathered)
         return anyone or checkpoints.reached_preemption(step)
+
+
+@functools.cache
+def _flag_reduction():
+    mesh = Mesh(np.asarray(jax.devices()), ("processes",))
+    return (NamedSharding(mesh, PartitionSpec("processes")),
+            jax.jit(jnp.max, out_shardings=NamedSharding(mesh, PartitionSpec())))
+
+
+def _any_process(flag: bool) -> jax.Array:
+    """1 when `flag` is set on any process; dispatched without waiting for the result."""
+    sharding, reduce_max = _flag_reduction()
+    flags = np.full((jax.local_device_count(),), flag, np.int32)
+    return reduce_max(jax.make_array_from_process_local_data(sharding, flags))

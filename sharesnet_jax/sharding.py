@@ -20,6 +20,14 @@ def make_data_mesh(devices: list | None = None) -> Mesh:
                          axis_types=(jax.sharding.AxisType.Auto,))
 
 
+def devices_by_process(mesh: Mesh) -> dict[int, list[int]]:
+    """{process index: ids of its devices, in mesh order}, for the log."""
+    layout: dict[int, list[int]] = {}
+    for device in mesh.devices.flat:
+        layout.setdefault(device.process_index, []).append(device.id)
+    return layout
+
+
 def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
 

@@ -144,8 +144,10 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     mesh = sharding.make_data_mesh()
     schedule = optim.learning_rate_schedule(config, plan.steps_per_epoch, plan.total_steps)
     tx = optim.create_optimizer(config, schedule)
-    logging.info("Mesh %s over %d process(es); global batch %d; %d steps (%d per epoch)",
-                 dict(mesh.shape), jax.process_count(), config.batch_size, plan.total_steps,
+    logging.info("Mesh %s over %d process(es) (device ids by process: %s); global batch %d, "
+                 "%d per process; %d steps (%d per epoch)", dict(mesh.shape),
+                 jax.process_count(), sharding.devices_by_process(mesh), config.batch_size,
+                 config.batch_size // jax.process_count(), plan.total_steps,
                  plan.steps_per_epoch)
 
     replicated = sharding.replicated(mesh)
@@ -177,7 +179,9 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     writer = metric_writers.create_default_writer(workdir, just_logging=not is_chief)
     if int(state.step) == 0:
         if is_chief:
-            parameter_overview.log_parameter_overview(state.params)
+            # Host copies: statistics of global arrays computed on one process alone would
+            # be a computation the other processes never join.
+            parameter_overview.log_parameter_overview(jax.device_get(state.params))
         writer.write_hparams({k: v for k, v in config.to_dict().items()
                               if isinstance(v, (int, float, str, bool))})
     logging.info("Model %s: %s parameters", config.model, f"{num_params:,}")
