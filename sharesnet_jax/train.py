@@ -25,7 +25,7 @@ from sharesnet_jax import optim, sharding, synthetic, validation
 from sharesnet_jax.checkpointing import Checkpoints
 from sharesnet_jax.dataset_info import DatasetInfo
 from sharesnet_jax.errors import UserError
-from sharesnet_jax.models import create_model
+from sharesnet_jax.model_builder import build_model
 from sharesnet_jax.models.stats import count_params
 from sharesnet_jax.preemption import PreemptionWatch
 from sharesnet_jax.steps import TrainState, create_train_state, make_eval_step, make_train_step
@@ -42,18 +42,6 @@ class Plan:
     total_steps: int
     eval_every_steps: int
     eval_batches: int
-
-
-def build_model(config, num_classes: int):
-    """The config's model with its field overrides; unset (None) fields keep the registry's."""
-    overrides = {"dtype": validation.DTYPES[config.get("dtype", "float32")]}
-    for field in ("share", "dropout_rate", "stage_impl", "remat"):
-        if config.get(field, None) is not None:
-            overrides[field] = config[field]
-    try:
-        return create_model(config.model, num_classes=num_classes, **overrides)
-    except ValueError as err:
-        raise UserError(str(err)) from None
 
 
 def load_dataset_info(config) -> DatasetInfo:
@@ -162,7 +150,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
         logging.info("Resumed from checkpoint at step %d", restored[0])
     elif config.init_from:
         state = _warm_start(config, model, tx, state, replicated)
-    record = {"config": config.to_dict(), "num_classes": info.num_classes,
+    record = {"config": config.to_dict(), "num_classes": info.num_classes, "augment": info.augment,
               "image_shape": list(info.image_shape), "mean": list(info.mean),
               "std": list(info.std), "class_names": list(info.class_names)}
 

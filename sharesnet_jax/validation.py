@@ -8,15 +8,14 @@ import os
 import tempfile
 
 import jax
-import jax.numpy as jnp
 
 from sharesnet_jax import optim
 from sharesnet_jax.errors import UserError
+from sharesnet_jax.model_builder import DTYPES
 from sharesnet_jax.models import SHARE_MODES, ResNet, create_model, list_models
 from sharesnet_jax.models.layers import STAGE_IMPLS
 from sharesnet_jax.recipes import base_config
 
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 AUGMENTS = ("auto", "cifar", "imagenet", "none")
 
 

@@ -4,6 +4,7 @@ import importlib.util
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -24,7 +25,8 @@ def data_dir(tmp_path_factory):
     return str(tmp_path_factory.getbasetemp() / "tfds")
 
 
-def test_digits_run_learns_and_writes_results(tmp_path, data_dir):
+def test_digits_run_learns_and_writes_results(tmp_path, data_dir, caplog):
+    caplog.set_level("INFO")
     config = tiny_config(data_dir=data_dir, num_train_steps=60, log_every_steps=20,
                          checkpoint_every_steps=30, learning_rate=0.1)
     results = train.train_and_evaluate(config, str(tmp_path))
@@ -35,9 +37,11 @@ def test_digits_run_learns_and_writes_results(tmp_path, data_dir):
     assert results["step"] == 60
     # The test split (300) is not a multiple of the eval batch (64): every example counts once.
     assert results["eval_examples"] == 300
-    # Chance is 10% accuracy and a loss of ln(10) = 2.30; 60 steps (1.3 epochs) must do far
-    # better (evaluation uses BatchNorm running averages that are still young here).
-    assert results["eval_accuracy"] > 0.3 and results["eval_loss"] < 2.0
+    # Chance is 10% accuracy; 60 steps (1.3 epochs) must do far better, and the training loss
+    # (logged every 20 steps) must fall well below its start.
+    assert results["eval_accuracy"] > 0.3
+    train_losses = [float(m) for m in re.findall(r"train_loss=([0-9.]+)", caplog.text)]
+    assert len(train_losses) >= 3 and train_losses[-1] < 0.7 * train_losses[0], train_losses
     assert sorted(os.listdir(tmp_path / "checkpoints")) == ["30", "60"]
     assert any(name.startswith("events.out.tfevents") for name in os.listdir(tmp_path))
 
