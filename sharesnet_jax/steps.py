@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from sharesnet_jax import sharding
+
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
 
@@ -118,3 +120,19 @@ def make_eval_step(model: nn.Module, mean: Sequence[float],
         }
 
     return eval_step
+
+
+def create_replicated_state(model: nn.Module, tx: optax.GradientTransformation, seed: int,
+                            image_shape: Sequence[int], mesh) -> TrainState:
+    """The initial state, created under jit directly in its replicated layout on the mesh."""
+    return jax.jit(lambda: create_train_state(model, tx, seed, image_shape),
+                   out_shardings=sharding.replicated(mesh))()
+
+
+def jit_on_mesh(step: Callable, mesh, *, donate_state: bool) -> Callable:
+    """A train or eval step jitted over the data mesh: the state (and the outputs) replicated,
+    the batch split along 'data'. The train step donates the state: it is replaced each step,
+    so its buffers are reused instead of doubling the memory held."""
+    replicated = sharding.replicated(mesh)
+    return jax.jit(step, in_shardings=(replicated, sharding.batch_sharded(mesh)),
+                   out_shardings=replicated, donate_argnums=(0,) if donate_state else ())

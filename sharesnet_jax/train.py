@@ -28,7 +28,9 @@ from sharesnet_jax.errors import UserError
 from sharesnet_jax.model_builder import build_model
 from sharesnet_jax.models.stats import count_params
 from sharesnet_jax.preemption import PreemptionWatch
-from sharesnet_jax.steps import TrainState, create_train_state, make_eval_step, make_train_step
+from sharesnet_jax.steps import (
+    TrainState, create_replicated_state, jit_on_mesh, make_eval_step, make_train_step,
+)
 
 class TrainingDiverged(UserError):
     """The loss became NaN or Inf; nothing non-finite was checkpointed."""
@@ -139,8 +141,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
                  plan.steps_per_epoch)
 
     replicated = sharding.replicated(mesh)
-    state = jax.jit(lambda: create_train_state(model, tx, config.seed, info.image_shape),
-                    out_shardings=replicated)()
+    state = create_replicated_state(model, tx, config.seed, info.image_shape, mesh)
     num_params = count_params(state.params)
     checkpoints = Checkpoints(os.path.join(workdir, "checkpoints"),
                               max_to_keep=config.keep_checkpoints)
@@ -154,15 +155,11 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
               "image_shape": list(info.image_shape), "mean": list(info.mean),
               "std": list(info.std), "class_names": list(info.class_names)}
 
-    state_sharding = jax.tree.map(lambda _: replicated, state)
-    batch_sharding = sharding.batch_sharded(mesh)
-    train_step = jax.jit(
+    train_step = jit_on_mesh(
         make_train_step(model, tx, schedule, info.mean, info.std, config.label_smoothing,
-                        skip_nonfinite=config.skip_nonfinite),
-        in_shardings=(state_sharding, batch_sharding),
-        out_shardings=(state_sharding, replicated), donate_argnums=0)
-    eval_step = jax.jit(make_eval_step(model, info.mean, info.std),
-                        in_shardings=(state_sharding, batch_sharding), out_shardings=replicated)
+                        skip_nonfinite=config.skip_nonfinite), mesh, donate_state=True)
+    eval_step = jit_on_mesh(make_eval_step(model, info.mean, info.std), mesh,
+                            donate_state=False)
 
     writer = metric_writers.create_default_writer(workdir, just_logging=not is_chief)
     if int(state.step) == 0:

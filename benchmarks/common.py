@@ -1,0 +1,395 @@
+"""What the benchmark scripts share: the train step as train.py builds it, step timing, one
+measurement per fresh worker process under a time limit, and markdown tables.
+
+JAX-only: imports jax, flax, optax, numpy and the TF-free modules of sharesnet_jax (models, steps,
+optim, sharding, synthetic), never tensorflow, tensorflow_datasets, ml_collections or clu, so it
+runs on an accelerator machine that has JAX alone.
+
+Every measurement runs in its own worker process (`python benchmarks/common.py --worker SPEC`):
+compile times start from cold caches (JAX's persistent compilation cache is turned off, except
+in gpu_bench's --smoke runs), the device's peak memory (`memory_stats()['peak_bytes_in_use']`,
+GPU/TPU only) is that process's alone, and a compile that runs past its time limit is killed
+without taking the rest of the run with it. The parent never touches the accelerator: on a GPU a
+parent holding its own CUDA context would take memory from its workers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any, Callable, Iterable, Sequence
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Run from a plain copy of the repository too (no `pip install`): its root on the path.
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(1, ROOT)
+
+import jax  # noqa: E402
+
+from sharesnet_jax import optim, sharding, synthetic  # noqa: E402
+from sharesnet_jax.model_builder import DTYPES  # noqa: E402,F401 - the CLIs' dtype choices
+from sharesnet_jax.models import create_model  # noqa: E402
+from sharesnet_jax.models.stats import count_params, forward_macs  # noqa: E402
+from sharesnet_jax.steps import (  # noqa: E402
+    TrainState, create_replicated_state, jit_on_mesh, make_train_step,
+)
+
+COMMON_PY = os.path.abspath(__file__)
+RESULT_PREFIX = "BENCH_RESULT "
+PHASE_PREFIX = "BENCH_PHASE "
+MIB = 2**20
+GIB = 2**30
+# Training FLOPs per image ~ 3 x forward (backward = 2 x forward), 2 FLOPs per multiply-add.
+TRAIN_FLOPS_PER_MAC = 6
+
+
+# ---------------------------------------------------------------------------------------------
+# The train step, exactly as sharesnet_jax.train builds it.
+
+
+class Config(dict):
+    """The few config fields `optim.learning_rate_schedule` and `optim.create_optimizer` read,
+    as a dict with attribute access and `.get`, in place of an ml_collections.ConfigDict."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def optimizer_config(batch_size: int, imagenet: bool) -> Config:
+    """The paper's recipes (recipes.imagenet_recipe / cifar_recipe): SGD + Nesterov, momentum
+    0.9, stepped learning rate; the step's arithmetic does not depend on the values."""
+    return Config(
+        optimizer="sgd", learning_rate=0.1, batch_size=batch_size,
+        learning_rate_batch_size=256 if imagenet else 128, momentum=0.9, nesterov=True,
+        weight_decay=1e-4 if imagenet else 5e-4, schedule="steps",
+        lr_decay_epochs=(30, 60) if imagenet else (60, 120, 160),
+        lr_decay_factor=0.1 if imagenet else 0.2, warmup_epochs=0.0)
+
+
+@dataclasses.dataclass
+class Bench:
+    """A jitted train step with the state and the device-resident batch it runs on."""
+
+    model: Any
+    step: Callable  # jax.jit(...) exactly as train.py makes it
+    state: TrainState
+    batch: dict
+    mesh: Any
+
+
+def build_train_step(model, *, batch_size: int, image_size: int, num_classes: int,
+                     seed: int = 0) -> Bench:
+    """The train step of `train.train_and_evaluate`, built the same way: the optimizer from
+    `optim`, the state created under jit replicated over a 1-D data mesh of every device, the
+    step jitted with state replicated, batch sharded along 'data', outputs (state, metrics) and
+    the state donated; data from `synthetic`, already on the devices."""
+    info = synthetic.synthetic_info(image_size, num_classes)
+    mesh = sharding.make_data_mesh()
+    config = optimizer_config(batch_size, imagenet=image_size > 64)
+    steps_per_epoch = max(info.num_train_examples // batch_size, 1)
+    schedule = optim.learning_rate_schedule(config, steps_per_epoch, 200 * steps_per_epoch)
+    tx = optim.create_optimizer(config, schedule)
+
+    state = create_replicated_state(model, tx, seed, info.image_shape, mesh)
+    step = jit_on_mesh(make_train_step(model, tx, schedule, info.mean, info.std), mesh,
+                       donate_state=True)
+    batch = next(synthetic.synthetic_batches(info, mesh, batch_size, seed))
+    return Bench(model=model, step=step, state=state, batch=batch, mesh=mesh)
+
+
+def time_steps(step: Callable, state, batch, *, warmup: int, steps: int):
+    """Runs `warmup` untimed steps, then `steps` steps each timed to completion
+    (`block_until_ready`); returns the final state and the per-step seconds."""
+    metrics = None
+    for _ in range(warmup):
+        state, metrics = step(state, batch)
+    jax.block_until_ready((state, metrics))
+    seconds = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        state, metrics = step(state, batch)
+        jax.block_until_ready((state, metrics))
+        seconds.append(time.perf_counter() - start)
+    return state, seconds
+
+
+# ---------------------------------------------------------------------------------------------
+# The environment.
+
+
+def host_environment() -> dict:
+    """Versions and the host, without initialising any backend (safe in a parent process)."""
+    import flax
+    import jaxlib
+    import optax
+
+    return {"python": platform.python_version(), "jax": jax.__version__,
+            "jaxlib": jaxlib.__version__, "flax": flax.__version__, "optax": optax.__version__,
+            "cpu": cpu_model(), "cpu_cores": cpu_cores(), "load": load_average()}
+
+
+def environment() -> dict:
+    """Versions and the devices; calling it initialises the backend (workers only)."""
+    devices = jax.devices()
+    return {**host_environment(), "backend": jax.default_backend(),
+            "device_kind": devices[0].device_kind, "device_count": len(devices)}
+
+
+def load_average() -> float | None:
+    """The host's 1-minute load average: above its core count, other work shared the CPUs."""
+    try:
+        return round(os.getloadavg()[0], 1)
+    except (AttributeError, OSError):
+        return None
+
+
+def cpu_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def describe_environment(env: dict | None) -> str:
+    """One line; without a worker's `env` (none finished) the devices are not named."""
+    env = env or host_environment()
+    devices = (f"{env['device_count']} x {env['device_kind']} ({env['backend']})"
+               if "device_kind" in env else "devices not queried (no measurement finished)")
+    load = f" (load average {env['load']})" if env.get("load") is not None else ""
+    return (f"machine: {devices}; host {env['cpu']}, {env['cpu_cores']} cores{load}; python "
+            f"{env['python']}, jax {env['jax']}, jaxlib {env['jaxlib']}, flax {env['flax']}, "
+            f"optax {env['optax']}")
+
+
+def command_line(script: str, argv: Sequence[str] | None) -> str:
+    shown = sys.argv[1:] if argv is None else list(argv)
+    return " ".join(["python", script, *shown])
+
+
+# ---------------------------------------------------------------------------------------------
+# One measurement (in a worker process).
+
+
+def default_image_size(name: str) -> int:
+    return 32 if is_cifar(name) else 224
+
+
+def is_cifar(name: str) -> bool:
+    return name.startswith(("cifar", "wrn", "sharewrn"))
+
+
+def default_num_classes(name: str) -> int:
+    if name.startswith(("wrn28_10", "sharewrn28_10")):
+        return 100  # the paper trains WRN-28-10 on CIFAR-100
+    return 10 if is_cifar(name) else 1000
+
+
+def make_spec(model: str, *, batch: int, image_size: int | None = None, dtype: str = "float32",
+              stage_impl: str = "loop", remat: bool = False, num_classes: int | None = None,
+              dropout_rate: float | None = None, steps: int = 10, warmup: int = 2,
+              **extra) -> dict:
+    """A measurement, as JSON-able fields. `dropout_rate` None keeps the model's (0, except
+    where a caller sets the paper's 0.3 for WRN-28-10 on CIFAR-100)."""
+    return dict(model=model, batch=batch, image_size=image_size or default_image_size(model),
+                dtype=dtype, stage_impl=stage_impl, remat=remat,
+                num_classes=num_classes or default_num_classes(model),
+                dropout_rate=dropout_rate, steps=steps, warmup=warmup, **extra)
+
+
+def _phase(name: str) -> None:
+    print(f"{PHASE_PREFIX}{name}", flush=True)
+
+
+def measure(spec: dict) -> dict:
+    """Builds the model's train step, compiles it ahead of time and times it."""
+    env = environment()
+    overrides = {}
+    if spec.get("dropout_rate") is not None:
+        overrides["dropout_rate"] = spec["dropout_rate"]
+    model = create_model(spec["model"], num_classes=spec["num_classes"],
+                         dtype=DTYPES[spec["dtype"]], stage_impl=spec["stage_impl"],
+                         remat=spec["remat"], **overrides)
+    image_shape = (spec["image_size"], spec["image_size"], 3)
+    _phase("counting MACs")
+    macs = spec.get("macs") or forward_macs(model, image_shape)
+    _phase("init")
+    bench = build_train_step(model, batch_size=spec["batch"], image_size=spec["image_size"],
+                             num_classes=spec["num_classes"])
+    params = count_params(bench.state.params)
+
+    _phase("lowering")
+    start = time.perf_counter()
+    lowered = bench.step.lower(bench.state, bench.batch)
+    lowered_at = time.perf_counter()
+    _phase("compile")
+    compiled = lowered.compile()
+    compiled_at = time.perf_counter()
+    memory = compiled.memory_analysis()
+
+    _phase("steps")
+    state, seconds = time_steps(compiled, bench.state, bench.batch, warmup=spec["warmup"],
+                                steps=spec["steps"])
+    step_s = statistics.median(seconds)
+    device_stats = jax.local_devices()[0].memory_stats() or {}
+    result = {
+        "env": env, "params": params, "macs": macs,
+        "lower_s": lowered_at - start, "compile_s": compiled_at - lowered_at,
+        "step_s": step_s, "step_s_all": seconds,
+        "images_per_s": spec["batch"] / step_s,
+        "temp_bytes": getattr(memory, "temp_size_in_bytes", None) if memory else None,
+        "argument_bytes": getattr(memory, "argument_size_in_bytes", None) if memory else None,
+        "output_bytes": getattr(memory, "output_size_in_bytes", None) if memory else None,
+        "alias_bytes": getattr(memory, "alias_size_in_bytes", None) if memory else None,
+        "peak_bytes": device_stats.get("peak_bytes_in_use"),
+    }
+    del state
+    return result
+
+
+def worker_main(argv: Sequence[str]) -> int:
+    spec = json.loads(argv[0])
+    if not spec.get("persistent_cache", False):
+        # Cold compiles: a cache shared with earlier runs (the tests set one) would time a read.
+        jax.config.update("jax_enable_compilation_cache", False)
+    result = measure(spec)
+    print(RESULT_PREFIX + json.dumps(result), flush=True)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Running workers (in the parent).
+
+
+def run_worker(spec: dict, timeout_s: float) -> dict:
+    """Measures `spec` in a fresh process; on failure or timeout returns {'error': why}."""
+    command = [sys.executable, COMMON_PY, "--worker", json.dumps(spec)]
+    start = time.perf_counter()
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=max(timeout_s, 1))
+    except subprocess.TimeoutExpired as err:
+        out = err.stdout.decode(errors="replace") if isinstance(err.stdout, bytes) else (
+            err.stdout or "")
+        phases = [line[len(PHASE_PREFIX):] for line in out.splitlines()
+                  if line.startswith(PHASE_PREFIX)]
+        during = f" during {phases[-1]}" if phases else ""
+        return {"error": f"time limit: stopped after {timeout_s:.0f} s{during}",
+                "timeout": True, "wall_s": time.perf_counter() - start}
+    wall = time.perf_counter() - start
+    for line in reversed(done.stdout.splitlines()):
+        if line.startswith(RESULT_PREFIX):
+            result = json.loads(line[len(RESULT_PREFIX):])
+            result["wall_s"] = wall
+            return result
+    lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
+    why = lines[-1] if lines else f"exit status {done.returncode}"
+    return {"error": f"failed: {why[:300]}", "wall_s": wall}
+
+
+def run_all(specs: Iterable[dict], *, budget_s: float | None = None,
+            max_seconds: float | None = None, min_start_s: float = 5.0,
+            log: Callable[[str], None] | None = None) -> list[tuple[dict, dict]]:
+    """Runs the specs in order, each in its own worker. A spec's time limit is the least of
+    `max_seconds`, its own 'max_seconds' and what is left of `budget_s`; one that would start
+    with under `min_start_s` left is skipped."""
+    deadline = None if budget_s is None else time.perf_counter() + budget_s
+    results = []
+    known_macs = {}  # the same net under another stage_impl: its MACs need not be recounted
+    for spec in specs:
+        shape_key = (spec["model"], spec["image_size"], spec["num_classes"])
+        if shape_key in known_macs:
+            spec = {**spec, "macs": known_macs[shape_key]}
+        limits = [s for s in (max_seconds, spec.get("max_seconds")) if s]
+        if deadline is not None:
+            left = deadline - time.perf_counter()
+            if left < min_start_s:
+                results.append((spec, {"error": f"skipped: the {budget_s:.0f} s budget was spent",
+                                       "skipped": True}))
+                if log:
+                    log(f"skipped {label(spec)}: budget spent")
+                continue
+            limits.append(left)
+        limit = min(limits) if limits else 24 * 3600.0
+        if log:
+            log(f"measuring {label(spec)} (limit {limit:.0f} s)")
+        result = run_worker(spec, limit)
+        if "macs" in result:
+            known_macs[shape_key] = result["macs"]
+        if log:
+            log(f"  {'error: ' + result['error'] if 'error' in result else 'done'} "
+                f"({result.get('wall_s', 0):.1f} s)")
+        results.append((spec, result))
+    return results
+
+
+def label(spec: dict) -> str:
+    return (f"{spec['model']} [{spec['stage_impl']}{', remat' if spec['remat'] else ''}, "
+            f"{spec['dtype']}, {spec['batch']}x{spec['image_size']}x{spec['image_size']}]")
+
+
+def first_env(results: Iterable[tuple[dict, dict]]) -> dict | None:
+    return next((r["env"] for _, r in results if "env" in r), None)
+
+
+# ---------------------------------------------------------------------------------------------
+# Derived figures and formatting.
+
+
+def train_tflops(result: dict) -> float:
+    """Model FLOP/s of training (6 x forward MACs per image), in TFLOP/s."""
+    return result["images_per_s"] * TRAIN_FLOPS_PER_MAC * result["macs"] / 1e12
+
+
+def mfu(result: dict, peak_tflops: float | None) -> float | None:
+    """Model FLOPs utilisation: training FLOP/s over the peak of all devices used."""
+    if not peak_tflops:
+        return None
+    return train_tflops(result) / (peak_tflops * result["env"]["device_count"])
+
+
+def fmt(value, spec: str = ",.1f", missing: str = "-") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return missing
+    return format(value, spec)
+
+
+def fmt_bytes(value, unit: int = MIB) -> str:
+    return fmt(None if value is None else value / unit)
+
+
+def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    rows = [[str(cell) for cell in row] for row in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+
+    def line(cells):
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
+
+    return "\n".join([line(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|",
+                      *map(line, rows)])
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--worker":
+        sys.exit(worker_main(sys.argv[2:]))
+    sys.exit("usage: python benchmarks/common.py --worker SPEC_JSON (used by the benchmarks)")
