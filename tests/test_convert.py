@@ -1,5 +1,6 @@
 """Weight conversion without torch: torchvision layout on numpy dicts, its errors, and shareify."""
 
+import flax
 import numpy as np
 import pytest
 
@@ -25,13 +26,7 @@ def _flat(tree, prefix=()):
 
 
 def _unflat(flat):
-    tree = {}
-    for path, leaf in flat.items():
-        node = tree
-        for key in path[:-1]:
-            node = node.setdefault(key, {})
-        node[path[-1]] = leaf
-    return tree
+    return flax.traverse_util.unflatten_dict(dict(flat))
 
 
 def _random_variables(model, seed=0):
