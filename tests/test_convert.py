@@ -266,10 +266,7 @@ def test_shareify_copies_everything_else_and_averages(case):
 def test_shareify_of_scanned_stages_averages_the_stack():
     """Under stage_impl='scan' blocks 2..n of a stage live in one stacked leaf per kernel."""
     overrides = dict(stage_sizes=(3, 3, 1, 1), stage_features=(4, 4, 8, 8), stage_impl="scan")
-    try:
-        plain_model = create_model("resnet50", num_classes=10, **overrides)
-    except ValueError as err:
-        pytest.skip(f"no scanned stages in this version: {err}")
+    plain_model = create_model("resnet50", num_classes=10, **overrides)
     groups = _replaced_by_stage("resnet50", "sharesnet50", overrides)
     assert ("params", "stage1", "scanned_blocks", "conv2", "kernel") in groups["stage1"]
     variables = _tie(_random_variables(plain_model, seed=5), groups)
