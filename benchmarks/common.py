@@ -34,7 +34,7 @@ if ROOT not in sys.path:
 
 import jax  # noqa: E402
 
-from sharesnet_jax import optim, sharding, synthetic  # noqa: E402
+from sharesnet_jax import dataset_info, optim, sharding, synthetic  # noqa: E402
 from sharesnet_jax.model_builder import DTYPES  # noqa: E402,F401 - the CLIs' dtype choices
 from sharesnet_jax.models import create_model  # noqa: E402
 from sharesnet_jax.models.stats import count_params, forward_macs  # noqa: E402
@@ -97,7 +97,7 @@ def build_train_step(model, *, batch_size: int, image_size: int, num_classes: in
     info = synthetic.synthetic_info(image_size, num_classes)
     mesh = sharding.make_data_mesh()
     config = optimizer_config(batch_size, imagenet=image_size > 64)
-    steps_per_epoch = max(info.num_train_examples // batch_size, 1)
+    steps_per_epoch = max(dataset_info.steps_per_epoch(info, batch_size), 1)
     schedule = optim.learning_rate_schedule(config, steps_per_epoch, 200 * steps_per_epoch)
     tx = optim.create_optimizer(config, schedule)
 

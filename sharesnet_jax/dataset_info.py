@@ -1,9 +1,10 @@
-"""What the trainer needs to know about a dataset, in a module free of TensorFlow so the
-synthetic (benchmark) path can describe its data without importing it."""
+"""What the trainer needs to know about a dataset, and the step counts that follow from it, in
+a module free of TensorFlow so the synthetic (benchmark) path needs no TF import."""
 
 from __future__ import annotations
 
 import dataclasses
+import math
 
 
 @dataclasses.dataclass(frozen=True)
@@ -19,3 +20,29 @@ class DatasetInfo:
     std: tuple[float, ...]
     augment: str  # 'cifar', 'imagenet' or 'none' (training augmentation actually used).
     class_names: tuple[str, ...]
+
+
+def _check_batch(global_batch_size: int) -> None:
+    if global_batch_size <= 0:
+        raise ValueError(f'global_batch_size must be positive, got {global_batch_size}.')
+
+
+def steps_per_epoch(info: DatasetInfo, global_batch_size: int) -> int:
+    """Training steps per epoch, identical on every process (remainder dropped).
+
+    Each process holds at least floor(n / process_count) examples, and
+    floor(floor(n / P) / (B / P)) == floor(n / B), so the global formula is every process's count.
+    """
+    _check_batch(global_batch_size)
+    return info.num_train_examples // global_batch_size
+
+
+def num_eval_batches(info: DatasetInfo, global_batch_size: int) -> int:
+    """Eval batches that every process yields, so that all of them cover their largest share.
+
+    No process holds more than ceil(n / process_count) examples, and
+    ceil(ceil(n / P) / (B / P)) == ceil(n / B).
+    `global_batch_size` must be local_batch_size * process_count.
+    """
+    _check_batch(global_batch_size)
+    return math.ceil(info.num_eval_examples / global_batch_size)

@@ -21,7 +21,6 @@ TensorFlow is imported only by the data modules, so models and the train step ne
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 from typing import Any, Iterator
 
@@ -33,7 +32,9 @@ import tensorflow as tf  # noqa: E402
 import tensorflow_datasets as tfds  # noqa: E402
 
 from sharesnet_jax import digits  # noqa: E402
-from sharesnet_jax.dataset_info import DatasetInfo  # noqa: E402
+from sharesnet_jax.dataset_info import (  # noqa: E402,F401 - re-exported
+    DatasetInfo, num_eval_batches, steps_per_epoch,
+)
 
 
 def _hide_accelerators_from_tensorflow() -> None:
@@ -110,27 +111,6 @@ def load_info(config) -> DatasetInfo:
         augment=augment,
         class_names=_class_names(label_feature),
     )
-
-
-def steps_per_epoch(info: DatasetInfo, global_batch_size: int) -> int:
-    """Training steps per epoch, identical on every process (remainder dropped).
-
-    Each process holds at least floor(n / process_count) examples, and
-    floor(floor(n / P) / (B / P)) == floor(n / B), so the global formula is every process's count.
-    """
-    _check_positive('global_batch_size', global_batch_size)
-    return info.num_train_examples // global_batch_size
-
-
-def num_eval_batches(info: DatasetInfo, global_batch_size: int) -> int:
-    """Eval batches that every process yields, so that all of them cover their largest share.
-
-    No process holds more than ceil(n / process_count) examples, and
-    ceil(ceil(n / P) / (B / P)) == ceil(n / B).
-    `global_batch_size` must be local_batch_size * process_count.
-    """
-    _check_positive('global_batch_size', global_batch_size)
-    return math.ceil(info.num_eval_examples / global_batch_size)
 
 
 def train_batches(

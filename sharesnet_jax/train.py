@@ -23,6 +23,7 @@ from clu import metric_writers, parameter_overview, periodic_actions
 
 from sharesnet_jax import optim, sharding, synthetic, validation
 from sharesnet_jax.checkpointing import Checkpoints
+from sharesnet_jax import dataset_info
 from sharesnet_jax.dataset_info import DatasetInfo
 from sharesnet_jax.errors import UserError
 from sharesnet_jax.model_builder import build_model
@@ -61,12 +62,12 @@ def load_dataset_info(config) -> DatasetInfo:
 
 
 def plan_steps(config, info: DatasetInfo) -> Plan:
-    steps_per_epoch = max(info.num_train_examples // config.batch_size, 1)
+    steps_per_epoch = max(dataset_info.steps_per_epoch(info, config.batch_size), 1)
     total = config.num_train_steps if config.num_train_steps > 0 else int(
         round(config.num_epochs * steps_per_epoch))
     eval_every = config.get("eval_every_steps", 0) or steps_per_epoch * max(
         int(config.get("eval_every_epochs", 1)), 1)
-    eval_batches = -(-info.num_eval_examples // config.eval_batch_size)
+    eval_batches = dataset_info.num_eval_batches(info, config.eval_batch_size)
     return Plan(steps_per_epoch, total, eval_every, eval_batches)
 
 
