@@ -22,6 +22,7 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any, NamedTuple
 
+import flax
 import jax.numpy as jnp
 import numpy as np
 
@@ -52,25 +53,9 @@ _NUM_BATCHES = "num_batches_tracked"
 # ----------------------------------------------------------------------------- tree helpers
 
 
-def _flatten(tree: Mapping[str, Any], prefix: Path = ()) -> dict[Path, Any]:
-    """Nested mapping -> {path: leaf}, in the tree's own order (works for dict and FrozenDict)."""
-    flat: dict[Path, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, Mapping):
-            flat.update(_flatten(value, (*prefix, str(key))))
-        else:
-            flat[(*prefix, str(key))] = value
-    return flat
-
-
-def _unflatten(flat: Mapping[Path, Any]) -> dict[str, Any]:
-    tree: dict[str, Any] = {}
-    for path, leaf in flat.items():
-        node = tree
-        for key in path[:-1]:
-            node = node.setdefault(key, {})
-        node[path[-1]] = leaf
-    return tree
+# Nested dict or FrozenDict <-> {path tuple: leaf}, in the tree's own order.
+_flatten = flax.traverse_util.flatten_dict
+_unflatten = flax.traverse_util.unflatten_dict
 
 
 def _params_first(flat: Mapping[Path, Any]) -> dict[Path, Any]:
