@@ -1,9 +1,10 @@
-"""What the benchmark scripts share: the train step as train.py builds it, step timing, one
-measurement per fresh worker process under a time limit, and markdown tables.
+"""What the benchmark scripts share: the train step exactly as the trainer builds it (a real
+config of the schema, `run_setup.build_run`), step timing, one measurement per fresh worker
+process under a time limit, and markdown tables.
 
-JAX-only: imports jax, flax, optax, numpy and the TF-free modules of sharesnet_jax (models, steps,
-optim, sharding, synthetic), never tensorflow, tensorflow_datasets, ml_collections or clu, so it
-runs on an accelerator machine that has JAX alone.
+Imports jax, flax, optax, numpy, ml_collections (pure Python: on a machine without it, install
+its wheel with --no-deps) and the TF-free modules of sharesnet_jax, never tensorflow,
+tensorflow_datasets or clu, so it runs on an accelerator machine that has JAX alone.
 
 Every measurement runs in its own worker process (`python benchmarks/common.py --worker SPEC`):
 compile times start from cold caches (JAX's persistent compilation cache is turned off, except
@@ -34,13 +35,13 @@ if ROOT not in sys.path:
 
 import jax  # noqa: E402
 
-from sharesnet_jax import dataset_info, optim, sharding, synthetic  # noqa: E402
-from sharesnet_jax.model_builder import DTYPES  # noqa: E402,F401 - the CLIs' dtype choices
-from sharesnet_jax.models import create_model  # noqa: E402
+from sharesnet_jax.data import synthetic  # noqa: E402
+from sharesnet_jax.models import model_spec  # noqa: E402
 from sharesnet_jax.models.stats import count_params, forward_macs  # noqa: E402
-from sharesnet_jax.steps import (  # noqa: E402
-    TrainState, create_replicated_state, jit_on_mesh, make_train_step,
-)
+from sharesnet_jax.training import recipes, sharding  # noqa: E402
+from sharesnet_jax.training.config import DTYPES  # noqa: E402,F401 - the CLIs' dtype choices
+from sharesnet_jax.training.run_setup import build_run  # noqa: E402
+from sharesnet_jax.training.steps import TrainState, create_replicated_state  # noqa: E402
 
 COMMON_PY = os.path.abspath(__file__)
 RESULT_PREFIX = "BENCH_RESULT "
@@ -55,26 +56,17 @@ TRAIN_FLOPS_PER_MAC = 6
 # The train step, exactly as sharesnet_jax.train builds it.
 
 
-class Config(dict):
-    """The few config fields `optim.learning_rate_schedule` and `optim.create_optimizer` read,
-    as a dict with attribute access and `.get`, in place of an ml_collections.ConfigDict."""
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(name) from None
-
-
-def optimizer_config(batch_size: int, imagenet: bool) -> Config:
-    """The paper's recipes (recipes.imagenet_recipe / cifar_recipe): SGD + Nesterov, momentum
-    0.9, stepped learning rate; the step's arithmetic does not depend on the values."""
-    return Config(
-        optimizer="sgd", learning_rate=0.1, batch_size=batch_size,
-        learning_rate_batch_size=256 if imagenet else 128, momentum=0.9, nesterov=True,
-        weight_decay=1e-4 if imagenet else 5e-4, schedule="steps",
-        lr_decay_epochs=(30, 60) if imagenet else (60, 120, 160),
-        lr_decay_factor=0.1 if imagenet else 0.2, warmup_epochs=0.0)
+def run_config(spec: dict):
+    """The run a measurement times, as a real config of the schema: the recipe of the model's
+    family (the paper's SGD + Nesterov and stepped learning rate) on synthetic data."""
+    imagenet = model_spec(spec["model"]).family.augment == "imagenet"
+    config = recipes.imagenet_recipe(spec["model"]) if imagenet else recipes.cifar_recipe(
+        spec["model"])
+    config.update(dataset=synthetic.NAME, image_size=spec["image_size"],
+                  num_classes=spec["num_classes"], batch_size=spec["batch"], dtype=spec["dtype"],
+                  stage_impl=spec["stage_impl"], remat=spec["remat"],
+                  dropout_rate=spec.get("dropout_rate"))
+    return config
 
 
 @dataclasses.dataclass
@@ -88,24 +80,17 @@ class Bench:
     mesh: Any
 
 
-def build_train_step(model, *, batch_size: int, image_size: int, num_classes: int,
-                     seed: int = 0) -> Bench:
-    """The train step of `train.train_and_evaluate`, built the same way: the optimizer from
-    `optim`, the state created under jit replicated over a 1-D data mesh of every device, the
-    step jitted with state replicated, batch sharded along 'data', outputs (state, metrics) and
-    the state donated; data from `synthetic`, already on the devices."""
-    info = synthetic.synthetic_info(image_size, num_classes)
-    mesh = sharding.make_data_mesh()
-    config = optimizer_config(batch_size, imagenet=image_size > 64)
-    steps_per_epoch = max(dataset_info.steps_per_epoch(info, batch_size), 1)
-    schedule = optim.learning_rate_schedule(config, steps_per_epoch, 200 * steps_per_epoch)
-    tx = optim.create_optimizer(config, schedule)
-
-    state = create_replicated_state(model, tx, seed, info.image_shape, mesh)
-    step = jit_on_mesh(make_train_step(model, tx, schedule, info.mean, info.std), mesh,
-                       donate_state=True)
-    batch = next(synthetic.synthetic_batches(info, mesh, batch_size, seed))
-    return Bench(model=model, step=step, state=state, batch=batch, mesh=mesh)
+def build_train_step(config, seed: int = 0) -> Bench:
+    """The train step of `train_and_evaluate`, built by the same code (`run_setup.build_run`):
+    the state created under jit replicated over a 1-D data mesh of every device, the step jitted
+    with state replicated, batch sharded along 'data' and the state donated; data from
+    `synthetic`, already on the devices."""
+    info = synthetic.synthetic_info(config.image_size, config.num_classes)
+    run = build_run(config, info)
+    state = create_replicated_state(run.model, run.tx, seed, info.image_shape, run.mesh)
+    batch = synthetic.synthetic_batch(info, sharding.batch_sharded(run.mesh), config.batch_size,
+                                      seed)
+    return Bench(model=run.model, step=run.train_step, state=state, batch=batch, mesh=run.mesh)
 
 
 def time_steps(step: Callable, state, batch, *, warmup: int, steps: int):
@@ -192,29 +177,18 @@ def command_line(script: str, argv: Sequence[str] | None) -> str:
 # One measurement (in a worker process).
 
 
-def default_image_size(name: str) -> int:
-    return 32 if is_cifar(name) else 224
-
-
-def is_cifar(name: str) -> bool:
-    return name.startswith(("cifar", "wrn", "sharewrn"))
-
-
-def default_num_classes(name: str) -> int:
-    if name.startswith(("wrn28_10", "sharewrn28_10")):
-        return 100  # the paper trains WRN-28-10 on CIFAR-100
-    return 10 if is_cifar(name) else 1000
-
-
 def make_spec(model: str, *, batch: int, image_size: int | None = None, dtype: str = "float32",
               stage_impl: str = "loop", remat: bool = False, num_classes: int | None = None,
               dropout_rate: float | None = None, steps: int = 10, warmup: int = 2,
               **extra) -> dict:
     """A measurement, as JSON-able fields. `dropout_rate` None keeps the model's (0, except
     where a caller sets the paper's 0.3 for WRN-28-10 on CIFAR-100)."""
-    return dict(model=model, batch=batch, image_size=image_size or default_image_size(model),
+    family = model_spec(model).family
+    if num_classes is None:  # the paper trains WRN-28-10 on CIFAR-100
+        num_classes = 100 if model.endswith("wrn28_10") else family.num_classes
+    return dict(model=model, batch=batch, image_size=image_size or family.image_size,
                 dtype=dtype, stage_impl=stage_impl, remat=remat,
-                num_classes=num_classes or default_num_classes(model),
+                num_classes=num_classes,
                 dropout_rate=dropout_rate, steps=steps, warmup=warmup, **extra)
 
 
@@ -225,18 +199,11 @@ def _phase(name: str) -> None:
 def measure(spec: dict) -> dict:
     """Builds the model's train step, compiles it ahead of time and times it."""
     env = environment()
-    overrides = {}
-    if spec.get("dropout_rate") is not None:
-        overrides["dropout_rate"] = spec["dropout_rate"]
-    model = create_model(spec["model"], num_classes=spec["num_classes"],
-                         dtype=DTYPES[spec["dtype"]], stage_impl=spec["stage_impl"],
-                         remat=spec["remat"], **overrides)
+    _phase("init")
+    bench = build_train_step(run_config(spec))
     image_shape = (spec["image_size"], spec["image_size"], 3)
     _phase("counting MACs")
-    macs = spec.get("macs") or forward_macs(model, image_shape)
-    _phase("init")
-    bench = build_train_step(model, batch_size=spec["batch"], image_size=spec["image_size"],
-                             num_classes=spec["num_classes"])
+    macs = spec.get("macs") or forward_macs(bench.model, image_shape)
     params = count_params(bench.state.params)
 
     _phase("lowering")

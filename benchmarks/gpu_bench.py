@@ -24,9 +24,9 @@ minutes). A measurement that runs out of time is killed and its row says where i
 (e.g. the unrolled ShaResNet-1001 compile); one that cannot start in the time left is skipped
 and says so. The most important measurements come first.
 
-Imports jax, flax, optax, numpy and the JAX-only modules of sharesnet_jax: it needs no
-TensorFlow, TFDS, ml_collections or clu (tests/test_performance.py checks that with them
-blocked).
+Imports jax, flax, optax, numpy, ml_collections (pure Python; bring its wheel where it is
+missing) and the TF-free modules of sharesnet_jax: it needs no TensorFlow, TFDS or clu
+(tests/test_performance.py checks that with them blocked).
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
-"""Input-pipeline throughput (images/s, and per CPU core) of `sharesnet_jax.input_pipeline`.
+"""Input-pipeline throughput (images/s, and per CPU core) of `sharesnet_jax.data.pipeline`.
 
     python benchmarks/input_pipeline.py
     python benchmarks/input_pipeline.py --cores 1 2 --batches 40 --imagenet-examples 4000
 
 A CPU benchmark: it builds two datasets offline in a temporary directory with
 `tfds.dataset_builders.store_as_tfds_dataset`, then times the real training stream,
-`input_pipeline.train_batches(config, load_info(config), local_batch_size=...)` (shuffle,
+`pipeline.train_batches(config, load_info(config), local_batch_size=...)` (shuffle,
 stateless augmentation, batching, prefetch, numpy conversion), on each:
 
 * CIFAR-like: 32x32x3 random uint8 images, stored as TFDS stores CIFAR (PNG), 10 classes; the
@@ -49,16 +49,6 @@ CIFAR_NAME = "bench_cifar_like"
 IMAGENET_NAME = "bench_imagenet_like"
 VERSION = "1.0.0"
 RESULT_PREFIX = "PIPELINE_RESULT "
-
-
-class Config(dict):
-    """The config fields the input pipeline reads (it uses `.get`), as a dict."""
-
-    def __getattr__(self, name):
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(name) from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -132,15 +122,15 @@ def write_imagenet_like(data_dir: str, num_examples: int, seed: int = 0) -> floa
 
 def measure(name: str, data_dir: str, batch: int, warmup_batches: int, batches: int,
             shuffle_buffer: int) -> dict:
-    from sharesnet_jax import input_pipeline
+    from sharesnet_jax.data import pipeline, sources
+    from sharesnet_jax.training.config import base_config
 
-    config = Config(dataset=name, data_dir=data_dir, seed=0, shuffle_buffer=shuffle_buffer,
-                    augment="auto", download=False)
-    info = input_pipeline.load_info(config)
-    jpeg_path = info.augment == "imagenet" and input_pipeline._is_jpeg(
-        input_pipeline._open_source(config))
+    config = base_config()
+    config.update(dataset=name, data_dir=data_dir, seed=0, shuffle_buffer=shuffle_buffer)
+    info = pipeline.load_info(config)
+    jpeg_path = info.augment == "imagenet" and sources.is_jpeg(sources.open_source(config))
     start = time.perf_counter()
-    stream = input_pipeline.train_batches(config, info, local_batch_size=batch)
+    stream = pipeline.train_batches(config, info, local_batch_size=batch)
     for _ in range(warmup_batches):
         first = next(stream)
     warm = time.perf_counter()
@@ -251,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{sys.version.split()[0]}, tensorflow {tf.__version__}, tensorflow-datasets "
           f"{tfds.__version__}, jax {jax.__version__} (device kind "
           f"{jax.devices()[0].device_kind}, {jax.device_count()} device(s): not used)")
-    print(f"sharesnet_jax.input_pipeline.train_batches, uint8 batches to numpy; "
+    print(f"sharesnet_jax.data.pipeline.train_batches, uint8 batches to numpy; "
           f"{args.batches} timed batches after {args.warmup_batches} warm-up")
     print()
     print(markdown_table(["data", "stored", "decode + augment", "output", "cores", "batch",

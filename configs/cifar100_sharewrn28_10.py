@@ -3,10 +3,10 @@
     python -m sharesnet_jax.main --config=configs/cifar100_sharewrn28_10.py --workdir=/tmp/cifar100_sharewrn28_10
 
 Parameters: 26,860,084. Paper's result: 20.2% test error.
-Recipe: sharesnet_jax.recipes.cifar_recipe. Preparing the data: README, "Data".
+Recipe: sharesnet_jax.training.recipes.cifar_recipe. Preparing the data: README, "Data".
 """
 
-from sharesnet_jax.recipes import cifar_recipe
+from sharesnet_jax.training.recipes import cifar_recipe
 
 
 def get_config():

@@ -3,10 +3,10 @@
     python -m sharesnet_jax.main --config=configs/cifar100_wrn28_10.py --workdir=/tmp/cifar100_wrn28_10
 
 Parameters: 36,536,884. Paper's result: 20.0% test error.
-Recipe: sharesnet_jax.recipes.cifar_recipe. Preparing the data: README, "Data".
+Recipe: sharesnet_jax.training.recipes.cifar_recipe. Preparing the data: README, "Data".
 """
 
-from sharesnet_jax.recipes import cifar_recipe
+from sharesnet_jax.training.recipes import cifar_recipe
 
 
 def get_config():

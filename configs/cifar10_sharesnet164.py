@@ -3,10 +3,10 @@
     python -m sharesnet_jax.main --config=configs/cifar10_sharesnet164.py --workdir=/tmp/cifar10_sharesnet164
 
 Parameters: 929,114. Paper's result: 6.2% test error.
-Recipe: sharesnet_jax.recipes.cifar_recipe. Preparing the data: README, "Data".
+Recipe: sharesnet_jax.training.recipes.cifar_recipe. Preparing the data: README, "Data".
 """
 
-from sharesnet_jax.recipes import cifar_recipe
+from sharesnet_jax.training.recipes import cifar_recipe
 
 
 def get_config():

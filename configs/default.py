@@ -5,10 +5,11 @@
 Data: scikit-learn's 1,797 real 8x8 digits, upsampled to 32x32 and written once as a local TFDS
 dataset (1,497 train / 300 test), read through the same tf.data pipeline as CIFAR.
 Model: cifar_sharesnet20 (pre-activation ResNet-20 sharing its stages' 3x3 kernels).
+Parameters: 223,898.
 Expected: >= 97% test accuracy in under 5 minutes on 2 CPU cores.
 """
 
-from sharesnet_jax.recipes import base_config
+from sharesnet_jax.training.config import base_config
 
 
 def get_config():

@@ -3,10 +3,10 @@
     python -m sharesnet_jax.main --config=configs/imagenet_sharesnet101.py --workdir=/tmp/imagenet_sharesnet101
 
 Parameters: 29,434,920. Paper's result: 22.91% top-1 / 6.55% top-5 error.
-Recipe: sharesnet_jax.recipes.imagenet_recipe. Preparing the data: README, "Data".
+Recipe: sharesnet_jax.training.recipes.imagenet_recipe. Preparing the data: README, "Data".
 """
 
-from sharesnet_jax.recipes import imagenet_recipe
+from sharesnet_jax.training.recipes import imagenet_recipe
 
 
 def get_config():

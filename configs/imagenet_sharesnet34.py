@@ -3,10 +3,10 @@
     python -m sharesnet_jax.main --config=configs/imagenet_sharesnet34.py --workdir=/tmp/imagenet_sharesnet34
 
 Parameters: 13,613,864. Paper's result: 28.25% top-1 / 9.42% top-5 error.
-Recipe: sharesnet_jax.recipes.imagenet_recipe. Preparing the data: README, "Data".
+Recipe: sharesnet_jax.training.recipes.imagenet_recipe. Preparing the data: README, "Data".
 """
 
-from sharesnet_jax.recipes import imagenet_recipe
+from sharesnet_jax.training.recipes import imagenet_recipe
 
 
 def get_config():

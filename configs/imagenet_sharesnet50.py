@@ -3,10 +3,10 @@
     python -m sharesnet_jax.main --config=configs/imagenet_sharesnet50.py --workdir=/tmp/imagenet_sharesnet50
 
 Parameters: 20,469,800. Paper's result: 24.61% top-1 / 7.41% top-5 error.
-Recipe: sharesnet_jax.recipes.imagenet_recipe. Preparing the data: README, "Data".
+Recipe: sharesnet_jax.training.recipes.imagenet_recipe. Preparing the data: README, "Data".
 """
 
-from sharesnet_jax.recipes import imagenet_recipe
+from sharesnet_jax.training.recipes import imagenet_recipe
 
 
 def get_config():

@@ -4,10 +4,11 @@
         --config.model=sharesnet50 --config.batch_size=256
 
 Measures the train step alone (steps/s in the log, `steps_per_sec` in TensorBoard); accuracy is
-meaningless here. Parameters: those of --config.model (ResNet-50: 25,557,032).
+meaningless here.
+Parameters: 25,557,032 (the default resnet50; --config.model picks another).
 """
 
-from sharesnet_jax.recipes import imagenet_recipe
+from sharesnet_jax.training.recipes import imagenet_recipe
 
 
 def get_config():

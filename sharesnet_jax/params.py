@@ -13,7 +13,9 @@ import argparse
 import sys
 from typing import NamedTuple
 
-from sharesnet_jax.models import ResNet, create_model
+from sharesnet_jax import cli
+from sharesnet_jax.errors import UserError
+from sharesnet_jax.models import SHARE_MODES, create_model, model_spec
 from sharesnet_jax.models.stats import (
     abstract_variables, count_params, count_stage_conv3x3_kernels, forward_macs,
 )
@@ -53,11 +55,6 @@ def model_stats(name: str, num_classes: int, **overrides) -> ModelStats:
                       forward_macs(model))
 
 
-def default_num_classes(name: str) -> int:
-    """ImageNet nets default to its 1000 classes, CIFAR nets to CIFAR-10's 10."""
-    return 1000 if isinstance(create_model(name, num_classes=1), ResNet) else 10
-
-
 def _table(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     fmt = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"
@@ -83,11 +80,19 @@ def paper_table() -> tuple[str, bool]:
     return _table(header, rows), all_match
 
 
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return int(text)
+
+
+@cli.one_line_errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="any registered model name (see list_models())")
-    parser.add_argument("--num-classes", type=int, default=None)
-    parser.add_argument("--share", choices=["none", "paper", "all"], default=None)
+    parser.add_argument("--num-classes", type=_positive_int, default=None,
+                        help="default: the classes of the family's dataset (10 or 1000)")
+    parser.add_argument("--share", choices=SHARE_MODES, default=None)
     args = parser.parse_args(argv)
     if args.model is None:
         table, all_match = paper_table()
@@ -96,11 +101,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if all_match else 1
     overrides = {} if args.share is None else {"share": args.share}
     try:
-        num_classes = args.num_classes or default_num_classes(args.model)
+        num_classes = args.num_classes or model_spec(args.model).family.num_classes
         stats = model_stats(args.model, num_classes, **overrides)
     except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        raise UserError(str(err)) from None
     print(_table(["model", "classes", "params", "distinct 3x3 kernels", "GMACs/image"],
                  [[args.model, str(num_classes), f"{stats.params:,}", str(stats.conv3x3_kernels),
                    f"{stats.macs / 1e9:.3f}"]]))

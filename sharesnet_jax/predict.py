@@ -18,10 +18,10 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
-from sharesnet_jax.errors import UserError
-from sharesnet_jax.model_builder import build_model
-from sharesnet_jax.steps import normalize
-from sharesnet_jax.warm_start import read_checkpoint
+from sharesnet_jax import cli
+from sharesnet_jax.training.checkpoints import read_checkpoint
+from sharesnet_jax.training.run_setup import build_model
+from sharesnet_jax.training.steps import normalize
 
 
 def _resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -50,13 +50,8 @@ class Predictor:
         record, variables = read_checkpoint(workdir)
         self.class_names: tuple[str, ...] = tuple(record["class_names"])
         self.image_shape = tuple(record["image_shape"])
-        config = record["config"]
-        # The evaluation style the run resolved; older records only have the config's choice.
-        self.augment = record.get("augment") or (
-            "imagenet" if config.get("augment") == "imagenet" or (
-                config.get("augment") == "auto" and str(config["dataset"]).startswith("imagenet"))
-            else "cifar")
-        model = build_model(config, record["num_classes"])
+        self.augment = record["augment"]  # the evaluation style the run resolved
+        model = build_model(record["config"], record["num_classes"])
         mean, std = record["mean"], record["std"]
         variables = jax.device_put(variables)
 
@@ -102,24 +97,21 @@ def read_image(path: str, channels: int = 3) -> np.ndarray:
         raise ValueError(f"cannot read image: {err}") from None
 
 
+@cli.one_line_errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Top-5 classes of images with a trained model.")
     parser.add_argument("--workdir", required=True, help="a training workdir (or checkpoint)")
     parser.add_argument("--top", type=int, default=5)
     parser.add_argument("images", nargs="+")
     args = parser.parse_args(argv)
-    try:
-        predictor = load(args.workdir)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    predictor = load(args.workdir)
     failures = 0
     for path in args.images:
         try:
             probabilities = predictor([read_image(path, predictor.image_shape[2])])[0]
         except ValueError as err:
-            print(f"error: {path}: {err}", file=sys.stderr)
             failures += 1
+            cli.fail(f"{path}: {err}")
             continue
         ranked = ", ".join(f"{name} {p:.3f}" for name, p in predictor.top_k(probabilities, args.top))
         print(f"{path}: {ranked}")

@@ -1,8 +1,12 @@
 """Small configs shared by the trainer tests: tiny models, few steps, everything offline."""
 
+import pathlib
+
 import ml_collections
 
-from sharesnet_jax.recipes import base_config
+from sharesnet_jax.training.config import base_config
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]  # the repository
 
 
 def tiny_config(**fields) -> ml_collections.ConfigDict:

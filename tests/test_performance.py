@@ -1,12 +1,11 @@
 """Behaviour the performance depends on, and the benchmark scripts themselves.
 
 The jitted train step is traced and compiled once, then reused; sharing changes parameters, not
-compute; the accelerator benchmark (benchmarks/gpu_bench.py) runs where TensorFlow, TFDS,
-ml_collections and clu are absent. Nothing here asserts a speed.
+compute; the accelerator benchmark (benchmarks/gpu_bench.py) runs where TensorFlow, TFDS
+and clu are absent. Nothing here asserts a speed.
 """
 
 import os
-import pathlib
 import subprocess
 import sys
 import textwrap
@@ -15,18 +14,19 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from sharesnet_jax import optim, train
-from sharesnet_jax.models import create_model
-from sharesnet_jax.models.stats import abstract_variables, count_params, forward_macs
-from sharesnet_jax.steps import create_train_state, make_train_step
-from tests.helpers import tiny_config
+from sharesnet_jax import train
+from sharesnet_jax.data.synthetic import synthetic_info
+from sharesnet_jax.models.stats import forward_macs
+from sharesnet_jax.training import run_setup
+from sharesnet_jax.training.run_setup import build_run
+from sharesnet_jax.training.steps import create_train_state
+from tests.helpers import ROOT, tiny_config
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 BENCHMARKS = ROOT / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 import common  # noqa: E402  (benchmarks/common.py)
 
-BLOCKED = ("tensorflow", "tensorflow_datasets", "ml_collections", "clu")
+BLOCKED = ("tensorflow", "tensorflow_datasets", "clu")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -51,7 +51,7 @@ def test_trainer_traces_its_train_step_once(tmp_path, monkeypatch):
     recompile, e.g. if the state a step returns differed in sharding, dtype or weak type from
     the state it was given)."""
     traces = []
-    monkeypatch.setattr(train, "make_train_step", _counting(train.make_train_step, traces))
+    monkeypatch.setattr(run_setup, "make_train_step", _counting(run_setup.make_train_step, traces))
     config = tiny_config(dataset="synthetic", image_size=16, num_classes=10,
                          model="cifar_sharesnet8", batch_size=8, eval_batch_size=500,
                          num_train_steps=5, log_every_steps=1, checkpoint_every_steps=2)
@@ -61,11 +61,11 @@ def test_trainer_traces_its_train_step_once(tmp_path, monkeypatch):
 
 
 def test_benchmark_step_compiles_once_and_donates_the_state(monkeypatch):
-    """The step the benchmarks time (benchmarks/common.py builds it as train.py does)."""
+    """The step the benchmarks time (benchmarks/common.py builds it with the trainer's code)."""
     traces = []
-    monkeypatch.setattr(common, "make_train_step", _counting(make_train_step, traces))
-    model = create_model("cifar_sharesnet8", num_classes=10)
-    bench = common.build_train_step(model, batch_size=4, image_size=16, num_classes=10)
+    monkeypatch.setattr(run_setup, "make_train_step", _counting(run_setup.make_train_step, traces))
+    spec = common.make_spec("cifar_sharesnet8", batch=4, image_size=16, num_classes=10)
+    bench = common.build_train_step(common.run_config(spec))
     first = bench.state
     state, metrics = bench.step(first, bench.batch)
     assert all(leaf.is_deleted() for leaf in jax.tree.leaves(first))  # donated
@@ -83,34 +83,16 @@ def test_benchmark_step_compiles_once_and_donates_the_state(monkeypatch):
 # Sharing changes parameters, not compute.
 
 
-@pytest.mark.parametrize("plain, shared", [
-    ("cifar_resnet164", "cifar_sharesnet164"),
-    ("wrn28_10", "sharewrn28_10"),
-    ("resnet18", "sharesnet18"),
-    ("resnet50", "sharesnet50"),
-    ("resnet152", "sharesnet152"),
-])
-def test_shared_and_plain_nets_have_equal_forward_macs(plain, shared):
-    plain_model = create_model(plain, num_classes=10)
-    shared_model = create_model(shared, num_classes=10)
-    assert forward_macs(plain_model) == forward_macs(shared_model) > 0
-    plain_params = count_params(abstract_variables(plain_model)["params"])
-    shared_params = count_params(abstract_variables(shared_model)["params"])
-    assert shared_params < plain_params
-
-
 def _step_flops(name: str, batch: int) -> tuple[float, float, int]:
     """XLA's flop count of the lowered train step and of its train-mode forward, on shapes."""
-    model = create_model(name, num_classes=10)
-    size = common.default_image_size(name)
-    config = common.optimizer_config(batch, imagenet=size > 64)
-    schedule = optim.learning_rate_schedule(config, 100, 1000)
-    tx = optim.create_optimizer(config, schedule)
-    state = jax.eval_shape(lambda: create_train_state(model, tx, 0, (size, size, 3)))
+    spec = common.make_spec(name, batch=batch, num_classes=10)
+    size = spec["image_size"]
+    run = build_run(common.run_config(spec), synthetic_info(size, 10))
+    model = run.model
+    state = jax.eval_shape(lambda: create_train_state(model, run.tx, 0, (size, size, 3)))
     batch_shapes = {"image": jax.ShapeDtypeStruct((batch, size, size, 3), jnp.uint8),
                     "label": jax.ShapeDtypeStruct((batch,), jnp.int32)}
-    step = jax.jit(make_train_step(model, tx, schedule, (0.0,) * 3, (1.0,) * 3))
-    step_flops = step.lower(state, batch_shapes).cost_analysis()["flops"]
+    step_flops = run.train_step.lower(state, batch_shapes).cost_analysis()["flops"]
     images = jax.ShapeDtypeStruct((batch, size, size, 3), jnp.float32)
     forward = jax.jit(lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"]))
     variables = {"params": state.params, "batch_stats": state.batch_stats}
@@ -172,7 +154,7 @@ sys.meta_path[:] = [PathFinderWithout if finder is importlib.machinery.PathFinde
 
 def _blocked_env(tmp_path: pathlib.Path) -> tuple[dict, pathlib.Path]:
     """An environment whose Python processes (children too) cannot import TF, TFDS,
-    ml_collections or clu, as on the GPU machine: a sitecustomize.py first on PYTHONPATH."""
+    or clu, as on the GPU machine: a sitecustomize.py first on PYTHONPATH."""
     marks = tmp_path / "processes"
     marks.mkdir()
     site = tmp_path / "site"
@@ -184,7 +166,7 @@ def _blocked_env(tmp_path: pathlib.Path) -> tuple[dict, pathlib.Path]:
     return env, marks
 
 
-def test_gpu_bench_smoke_runs_without_tensorflow_tfds_ml_collections_or_clu(tmp_path):
+def test_gpu_bench_smoke_runs_without_tensorflow_tfds_or_clu(tmp_path):
     env, marks = _blocked_env(tmp_path)
     for name in BLOCKED:
         probe = subprocess.run([sys.executable, "-c", f"import {name}"], env=env,

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sharesnet_jax import digits, predict, train
-from tests.helpers import tiny_config
+from sharesnet_jax import predict, train
+from sharesnet_jax.data import digits
+from tests.helpers import ROOT, tiny_config
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")

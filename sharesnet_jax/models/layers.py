@@ -1,21 +1,11 @@
-"""Pieces every model family shares: initialisers, the conv/norm factories and the sharing rule.
-
-A ShaResNet stage owns ONE 3x3 kernel (`SharedConv3x3`) and passes that same array to each
-eligible block, which applies it with `nn.Conv`'s arithmetic, so the kernel exists once in `params`
-and its gradient is the sum over its uses. Which 3x3 convs are eligible is the paper's per-family
-rule; each block class states it.
-
-A stage runs its blocks as a Python loop (`stage_impl='loop'`, params `block1..blockN`) or runs
-blocks 2..n, which all have the same shapes, under `nn.scan` (`stage_impl='scan'`, their params
-and batch statistics stacked along a leading axis under `SCANNED_BLOCKS`); `stage_layout.py`
-converts variables between the two layouts. Either way each block can be rematerialised
-(`remat=True`).
+"""Pieces every model family shares: initialisers, the conv/norm factories, the sharing rule and
+the `Stage` that owns a shared kernel. Why the kernel travels as an array: `models/__init__.py`.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -88,22 +78,19 @@ class SharedConv3x3(nn.Module):
         return self.param("kernel", template.kernel_init, shape, template.param_dtype)
 
 
-def _conv3x3_template(conv: ModuleDef, features: int) -> nn.Module:
+def _conv3x3_template(conv: ModuleDef, features: int, strides: int = 1) -> nn.Module:
     # parent=None: a detached module, never registered as a child of the caller.
-    return conv(features, (3, 3), 1, padding=PAD_3X3, parent=None)
+    return conv(features, (3, 3), strides, padding=PAD_3X3, parent=None)
 
 
 def apply_conv3x3(x: jax.Array, kernel: jax.Array, *, conv: ModuleDef,
                   strides: int = 1) -> jax.Array:
-    """Applies a 3x3 kernel given as an array, with `conv`'s exact semantics (dtype, padding).
-
-    It runs the stride-1 `nn.Conv` functionally, so the arithmetic is the same as a block owning
-    the kernel, and `stats.forward_macs` still sees (and counts) every use. A strided slot keeps
-    every `strides`-th output, which equals a strided conv with the same symmetric padding exactly,
-    at the cost of computing the skipped outputs (only share='all' shares a strided slot).
-    """
-    y = _conv3x3_template(conv, kernel.shape[-1]).apply({"params": {"kernel": kernel}}, x)
-    return y[:, ::strides, ::strides, :] if strides > 1 else y
+    """Applies a 3x3 kernel given as an array with `conv`'s exact semantics (dtype, padding,
+    stride): it runs the very `nn.Conv` a block would own, functionally, so a shared slot computes
+    what an unshared slot holding the same kernel computes, and `stats.forward_macs` still sees
+    (and counts) every use."""
+    template = _conv3x3_template(conv, kernel.shape[-1], strides)
+    return template.apply({"params": {"kernel": kernel}}, x)
 
 
 def conv3x3(
@@ -119,6 +106,11 @@ def conv3x3(
     if shared_kernel is None:
         return conv(features, (3, 3), strides, padding=PAD_3X3, name=name)(x)
     return apply_conv3x3(x, shared_kernel, conv=conv, strides=strides)
+
+
+def block_class(block: ModuleDef) -> type:
+    """The block class behind a `functools.partial` of it (or the class itself)."""
+    return block.func if isinstance(block, functools.partial) else block
 
 
 def shared_slots(
@@ -151,16 +143,17 @@ class Stage(nn.Module):
     the 'params' and 'dropout' RNGs are split per block, and the shared kernel is an
     `nn.broadcast` argument of the scanned body (or None when the tail shares nothing).
     remat=True wraps the block class in `nn.remat` (train is a static argument) under both.
+    `block` is the block class, or a `functools.partial` of it carrying the family's options
+    (activation, dropout), so every block of every stage is built the same way.
     """
 
-    block_cls: ModuleDef
+    block: ModuleDef
     num_blocks: int
     features: int
     strides: int
     share: str
     conv: ModuleDef
     norm: ModuleDef
-    block_kwargs: Sequence[tuple[str, Any]] = ()
     stage_impl: str = "loop"
     remat: bool = False
 
@@ -168,12 +161,13 @@ class Stage(nn.Module):
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         check_stage_impl(self.stage_impl)
         in_features = x.shape[-1]
+        block_cls = block_class(self.block)
         slots_per_block = []
         for index in range(self.num_blocks):
             slots_per_block.append(
                 shared_slots(
-                    self.block_cls, self.share, index,
-                    in_features if index == 0 else self.features * self.block_cls.expansion,
+                    block_cls, self.share, index,
+                    in_features if index == 0 else self.features * block_cls.expansion,
                     self.features, self.strides if index == 0 else 1,
                 )
             )
@@ -184,19 +178,20 @@ class Stage(nn.Module):
         scan = self.stage_impl == "scan" and self.num_blocks > 1
 
         def block(index: int, name: str, scanned: bool = False) -> nn.Module:
-            block_cls = self.block_cls
+            make_block = self.block
             if self.remat:
                 # train (argument 2, counting self) is a Python bool: static for jax.checkpoint.
                 # Inside a scan the loop already keeps XLA from CSE-ing the recomputation away.
-                block_cls = nn.remat(block_cls, static_argnums=(2,), prevent_cse=not scanned)
-            return block_cls(
+                options = self.block.keywords if isinstance(self.block, functools.partial) else {}
+                make_block = functools.partial(
+                    nn.remat(block_cls, static_argnums=(2,), prevent_cse=not scanned), **options)
+            return make_block(
                 features=self.features,
                 strides=self.strides if index == 0 else 1,
                 conv=self.conv,
                 norm=self.norm,
                 shared_slots=slots_per_block[index],
                 name=name,
-                **dict(self.block_kwargs),
             )
 
         for index in range(1 if scan else self.num_blocks):

@@ -6,6 +6,7 @@ the family (see `registry.py` for the named models).
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Sequence
 
 import flax.linen as nn
@@ -37,16 +38,16 @@ class ResidualNetwork(nn.Module):
 
 
 def _run_stages(net: ResidualNetwork, x: jax.Array, train: bool, *, stage_features, stage_strides,
-                conv: ModuleDef, norm: ModuleDef, block_kwargs) -> jax.Array:
+                conv: ModuleDef, norm: ModuleDef, block: ModuleDef) -> jax.Array:
     """Called from a family's compact `__call__`, so the stages become its submodules."""
     check_share(net.share)
     check_stage_impl(net.stage_impl)
     for index, (num_blocks, features, strides) in enumerate(
         zip(net.stage_sizes, stage_features, stage_strides)
     ):
-        x = Stage(block_cls=net.block_cls, num_blocks=num_blocks, features=features,
+        x = Stage(block=block, num_blocks=num_blocks, features=features,
                   strides=strides, share=net.share, conv=conv, norm=norm,
-                  block_kwargs=block_kwargs, stage_impl=net.stage_impl, remat=net.remat,
+                  stage_impl=net.stage_impl, remat=net.remat,
                   parent=net, name=f"stage{index + 1}")(x, train)
     return x
 
@@ -66,13 +67,12 @@ class PreActResNet(ResidualNetwork):
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         conv = make_conv(self.dtype, self.param_dtype)
         norm = make_norm(train, self.dtype, self.param_dtype)
-        block_kwargs = (("act", self.act),)
-        if self.dropout_rate:
-            block_kwargs += (("dropout_rate", self.dropout_rate),)
+        options = {"dropout_rate": self.dropout_rate} if self.dropout_rate else {}
+        block = functools.partial(self.block_cls, act=self.act, **options)
         x = jnp.asarray(x, self.dtype)
         x = conv(self.stem_features, (3, 3), padding=PAD_3X3, name="stem_conv")(x)
         x = _run_stages(self, x, train, stage_features=self.stage_features,
-                        stage_strides=(1, 2, 2), conv=conv, norm=norm, block_kwargs=block_kwargs)
+                        stage_strides=(1, 2, 2), conv=conv, norm=norm, block=block)
         x = self.act(norm(name="final_bn")(x))
         return logits_head(x, self.num_classes, self.dtype, self.param_dtype)
 
@@ -96,5 +96,5 @@ class ResNet(ResidualNetwork):
         x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=PAD_3X3)
         x = _run_stages(self, x, train, stage_features=self.stage_features,
                         stage_strides=(1, 2, 2, 2), conv=conv, norm=norm,
-                        block_kwargs=(("act", self.act),))
+                        block=functools.partial(self.block_cls, act=self.act))
         return logits_head(x, self.num_classes, self.dtype, self.param_dtype)

@@ -10,12 +10,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from sharesnet_jax.models.resnets import ResNet
+from sharesnet_jax.models.registry import family_of
 
 
 def default_image_shape(model: nn.Module) -> tuple[int, int, int]:
-    """The input the paper measured each family at: 224x224 ImageNet, 32x32 CIFAR."""
-    return (224, 224, 3) if isinstance(model, ResNet) else (32, 32, 3)
+    """The input the paper measured the model's family at (its registry entry's image size)."""
+    size = family_of(model).image_size
+    return (size, size, 3)
 
 
 def abstract_variables(model: nn.Module, image_shape: tuple[int, int, int] | None = None) -> Any:

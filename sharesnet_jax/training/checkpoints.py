@@ -17,6 +17,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from sharesnet_jax.errors import UserError
+from sharesnet_jax.models import to_loop_layout
 
 
 class Checkpoints:
@@ -106,6 +107,39 @@ class Checkpoints:
 
     def close(self) -> None:
         self._manager.close()
+
+
+def step_directory(source: str) -> str:
+    """A workdir, its checkpoints/ folder or one step folder -> the newest step folder in it."""
+    for candidate in (os.path.join(source, "checkpoints"), source):
+        steps = [int(n) for n in os.listdir(candidate) if n.isdigit()] if os.path.isdir(
+            candidate) else []
+        if steps:
+            return os.path.join(candidate, str(max(steps)))
+    if os.path.isdir(os.path.join(source, "state")):
+        return source
+    raise UserError(f"{source!r} holds no checkpoint: it is neither a training workdir, its "
+                    "checkpoints directory nor one step directory of this trainer")
+
+
+def read_checkpoint(source: str) -> tuple[dict, dict]:
+    """(record, variables) of the newest checkpoint under `source`, variables in loop layout.
+
+    Read without a target: warm starts and prediction need only params and batch_stats, so
+    the optimizer state's types do not matter here (the trainer's own resume uses `restore`).
+    """
+    step_dir = step_directory(source)
+    try:
+        record = ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(
+            os.path.join(step_dir, "record"))
+        state = ocp.StandardCheckpointer().restore(os.path.join(step_dir, "state"))
+    except Exception as err:  # noqa: BLE001 - any unreadable source is the user's to fix
+        raise UserError(f"cannot read the checkpoint {step_dir} "
+                        f"({type(err).__name__}: {str(err).splitlines()[0][:160]})") from None
+    variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
+    if record["config"]["stage_impl"] == "scan":
+        variables = to_loop_layout(variables)
+    return record, variables
 
 
 def _on_every_process(ok: bool) -> bool:

@@ -6,6 +6,15 @@ from __future__ import annotations
 import dataclasses
 import math
 
+# Training augmentation styles a pipeline applies; a config may also say 'auto' (chosen from the
+# dataset: ImageNet style for ImageNet and any dataset of variable-size images, else CIFAR style).
+AUGMENT_STYLES = ('cifar', 'imagenet', 'none')
+AUGMENT_CHOICES = ('auto', *AUGMENT_STYLES)
+
+# Classes of the datasets the recipes name, known without opening them (planning a run whose
+# data is not on this machine); any other dataset states its own when opened.
+KNOWN_NUM_CLASSES = {'digits': 10, 'cifar10': 10, 'cifar100': 100, 'imagenet2012': 1000}
+
 
 @dataclasses.dataclass(frozen=True)
 class DatasetInfo:

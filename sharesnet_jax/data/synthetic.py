@@ -7,10 +7,9 @@ from typing import Iterator
 
 import jax
 import jax.numpy as jnp
-from jax.sharding import Mesh
+from jax.sharding import Sharding
 
-from sharesnet_jax.dataset_info import DatasetInfo
-from sharesnet_jax.sharding import batch_sharded
+from sharesnet_jax.data.info import DatasetInfo
 
 NAME = "synthetic"
 
@@ -23,9 +22,10 @@ def synthetic_info(image_size: int, num_classes: int, num_train_examples: int = 
                        class_names=tuple(str(i) for i in range(num_classes)))
 
 
-def synthetic_batch(info: DatasetInfo, mesh: Mesh, global_batch_size: int,
+def synthetic_batch(info: DatasetInfo, sharding: Sharding, global_batch_size: int,
                     seed: int = 0) -> dict[str, jax.Array]:
-    """One random uint8 batch, created already sharded over the mesh (never on the host)."""
+    """One random uint8 batch, created already split over the devices as `sharding` says (never
+    on the host)."""
 
     def make(key):
         image_key, label_key = jax.random.split(key)
@@ -37,12 +37,12 @@ def synthetic_batch(info: DatasetInfo, mesh: Mesh, global_batch_size: int,
             "mask": jnp.ones((global_batch_size,), jnp.float32),
         }
 
-    return jax.jit(make, out_shardings=batch_sharded(mesh))(jax.random.PRNGKey(seed))
+    return jax.jit(make, out_shardings=sharding)(jax.random.PRNGKey(seed))
 
 
-def synthetic_batches(info: DatasetInfo, mesh: Mesh, global_batch_size: int,
+def synthetic_batches(info: DatasetInfo, sharding: Sharding, global_batch_size: int,
                       seed: int = 0) -> Iterator[dict[str, jax.Array]]:
     """The same device-resident batch forever: generating fresh noise would time the RNG."""
-    batch = synthetic_batch(info, mesh, global_batch_size, seed)
+    batch = synthetic_batch(info, sharding, global_batch_size, seed)
     while True:
         yield batch

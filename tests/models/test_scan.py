@@ -153,7 +153,7 @@ class _MaskBlock(PreActBasic):
 
 @pytest.mark.parametrize("remat", [False, True])
 def test_every_scanned_block_draws_its_own_dropout_mask(remat):
-    stage = Stage(block_cls=_MaskBlock, num_blocks=4, features=2, strides=1, share="paper",
+    stage = Stage(block=_MaskBlock, num_blocks=4, features=2, strides=1, share="paper",
                   conv=make_conv(jnp.float32, jnp.float32),
                   norm=make_norm(True, jnp.float32, jnp.float32), stage_impl="scan", remat=remat)
     x = jnp.zeros((1, 8, 8, 2))

@@ -13,14 +13,14 @@ SCHEDULES = ("steps", "cosine", "constant")
 def scaled_learning_rate(config) -> float:
     """The peak rate for this global batch: `learning_rate` is given for `learning_rate_batch_size`
     examples and scales linearly with the batch, as in Goyal et al. (2017)."""
-    reference = config.get("learning_rate_batch_size", 0) or config.batch_size
+    reference = config.learning_rate_batch_size or config.batch_size
     return config.learning_rate * config.batch_size / reference
 
 
 def learning_rate_schedule(config, steps_per_epoch: int, total_steps: int) -> optax.Schedule:
     peak = scaled_learning_rate(config)
-    warmup_steps = int(round(config.get("warmup_epochs", 0.0) * steps_per_epoch))
-    name = config.get("schedule", "steps")
+    warmup_steps = int(round(config.warmup_epochs * steps_per_epoch))
+    name = config.schedule
     if name == "steps":
         boundaries = {
             int(round(epoch * steps_per_epoch)) - warmup_steps: config.lr_decay_factor
@@ -42,11 +42,11 @@ def learning_rate_schedule(config, steps_per_epoch: int, total_steps: int) -> op
 def create_optimizer(config, schedule: optax.Schedule) -> optax.GradientTransformation:
     """SGD applies weight decay the way Torch did for the paper: added to the gradient of every
     parameter before momentum, so the shared kernel is decayed once, as one tensor."""
-    name = config.get("optimizer", "sgd")
+    name = config.optimizer
     if name == "sgd":
         return optax.chain(
             optax.add_decayed_weights(config.weight_decay),
-            optax.sgd(schedule, momentum=config.momentum, nesterov=config.get("nesterov", True)),
+            optax.sgd(schedule, momentum=config.momentum, nesterov=config.nesterov),
         )
     if name == "adamw":
         return optax.adamw(schedule, weight_decay=config.weight_decay)

@@ -14,10 +14,11 @@ import pytest
 import tensorflow_datasets as tfds
 
 from sharesnet_jax import train
-from sharesnet_jax.models.stats import abstract_variables
-from tests.helpers import tiny_config
+from sharesnet_jax.training.run_setup import build_model
+from sharesnet_jax.data.info import KNOWN_NUM_CLASSES
+from sharesnet_jax.models.stats import abstract_variables, count_params
+from tests.helpers import ROOT, tiny_config
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -27,22 +28,22 @@ def data_dir(tmp_path_factory):
 
 def test_digits_run_learns_and_writes_results(tmp_path, data_dir, caplog):
     caplog.set_level("INFO")
-    config = tiny_config(data_dir=data_dir, num_train_steps=60, log_every_steps=20,
-                         checkpoint_every_steps=30, learning_rate=0.1)
+    config = tiny_config(data_dir=data_dir, num_train_steps=100, log_every_steps=20,
+                         checkpoint_every_steps=50)
     results = train.train_and_evaluate(config, str(tmp_path))
     on_disk = json.loads((tmp_path / "results.json").read_text())
     assert on_disk == results
     assert set(results) >= {"step", "eval_accuracy", "eval_top5_accuracy", "eval_loss",
                             "num_params", "wall_seconds"}
-    assert results["step"] == 60
+    assert results["step"] == 100
     # The test split (300) is not a multiple of the eval batch (64): every example counts once.
     assert results["eval_examples"] == 300
-    # Chance is 10% accuracy; 60 steps (1.3 epochs) must do far better, and the training loss
+    # Chance is 10% accuracy; 100 steps (2.1 epochs) must do far better, and the training loss
     # (logged every 20 steps) must fall well below its start.
     assert results["eval_accuracy"] > 0.3
     train_losses = [float(m) for m in re.findall(r"train_loss=([0-9.]+)", caplog.text)]
     assert len(train_losses) >= 3 and train_losses[-1] < 0.7 * train_losses[0], train_losses
-    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["30", "60"]
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["100", "50"]
     assert any(name.startswith("events.out.tfevents") for name in os.listdir(tmp_path))
 
 
@@ -83,20 +84,22 @@ CONFIG_FILES = sorted((ROOT / "configs").glob("*.py"))
 
 
 @pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda p: p.stem)
-def test_every_config_loads_and_builds_its_model(path):
+def test_every_config_loads_and_its_docstring_states_its_command_and_parameter_count(path):
     config = _load_config(path)
-    assert path.read_text().count(f"--config=configs/{path.name}") == 1, "docstring command"
-    num_classes = {"cifar100": 100, "imagenet2012": 1000}.get(config.dataset, 10)
-    model = train.build_model(config, config.num_classes or num_classes)
-    params = abstract_variables(model)["params"]
-    assert jax.tree.leaves(params)
+    text = path.read_text()
+    assert text.count(f"--config=configs/{path.name}") == 1, "docstring command"
+    num_classes = config.num_classes or KNOWN_NUM_CLASSES[config.dataset]
+    stated = re.search(r"Parameters: ([\d,]+)", text)
+    assert stated, "docstring parameter count"
+    model = build_model(config, num_classes)
+    assert count_params(abstract_variables(model)["params"]) == int(stated[1].replace(",", ""))
 
 
 def test_paper_configs_follow_the_recipes():
     c = _load_config(ROOT / "configs/imagenet_sharesnet152.py")
     assert (c.model, c.dataset, c.batch_size, c.weight_decay) == ("sharesnet152", "imagenet2012", 256, 1e-4)
     c.batch_size = 1024  # the learning rate follows the global batch
-    from sharesnet_jax.optim import scaled_learning_rate
+    from sharesnet_jax.training.optim import scaled_learning_rate
     assert scaled_learning_rate(c) == pytest.approx(0.4)
     c = _load_config(ROOT / "configs/cifar100_sharewrn28_10.py")
     assert (c.dropout_rate, c.weight_decay, tuple(c.lr_decay_epochs)) == (0.3, 5e-4, (60, 120, 160))
@@ -106,11 +109,11 @@ _SHARDED_STEP = r"""
 import os, sys
 os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
 import jax, jax.numpy as jnp, numpy as np
-from sharesnet_jax import optim, sharding
+from sharesnet_jax.training import optim, sharding
 from sharesnet_jax.models import create_model
-from sharesnet_jax.steps import create_train_state, make_train_step
+from sharesnet_jax.training.steps import create_train_state, make_train_step
 sys.path.insert(0, sys.argv[1])
-from tests.helpers import tiny_config
+from tests.helpers import ROOT, tiny_config
 
 assert jax.device_count() == 8
 config = tiny_config()

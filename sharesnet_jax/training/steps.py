@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from sharesnet_jax import sharding
+from sharesnet_jax.training import sharding
 
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]

@@ -1,13 +1,18 @@
-"""Config building blocks: every field the trainer reads, and the paper's two training recipes.
+"""The config schema: every field a run reads, with its one default, and the choices of each
+enumerated field. Library code reads `config.FIELD` and never supplies a default of its own.
 
 The files in `configs/` are thin: a docstring with the command and the expected result, and a
-`get_config()` that picks a recipe and a model.
+`get_config()` that starts from a recipe (`recipes.py`) or from `base_config()`.
 """
 
 from __future__ import annotations
 
+import jax.numpy as jnp
 import ml_collections
 from ml_collections.config_dict import placeholder
+
+# Computation dtypes a config may name; parameters and statistics stay float32.
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -59,30 +64,4 @@ def base_config() -> ml_collections.ConfigDict:
     c.checkpoint_every_steps = 1000
     c.keep_checkpoints = 3
     c.eval_only = False
-    return c
-
-
-def cifar_recipe(model: str, dataset: str = "cifar10", dropout_rate: float | None = None):
-    """The Wide ResNet training code's recipe, which the paper's CIFAR numbers came from:
-    SGD+Nesterov, batch 128, lr 0.1 x0.2 at epochs 60/120/160, 200 epochs, wd 5e-4."""
-    c = base_config()
-    c.model, c.dataset, c.dropout_rate = model, dataset, dropout_rate
-    c.eval_batch_size = 500
-    return c
-
-
-def imagenet_recipe(model: str):
-    """fb.resnet.torch's recipe: SGD+Nesterov, lr 0.1 per 256 images, /10 every 30 epochs,
-    90 epochs, wd 1e-4, random-resized crops at 224 + flip, colour jitter 0.4, PCA lighting 0.1."""
-    c = base_config()
-    c.model, c.dataset = model, "imagenet2012"
-    c.batch_size = 256
-    c.eval_batch_size = 250
-    c.learning_rate, c.learning_rate_batch_size = 0.1, 256
-    c.weight_decay = 1e-4
-    c.lr_decay_epochs, c.lr_decay_factor = (30, 60), 0.1
-    c.num_epochs = 90.0
-    c.shuffle_buffer = 50_000
-    c.color_jitter, c.pca_lighting = 0.4, 0.1
-    c.checkpoint_every_steps = 2_000
     return c

@@ -13,20 +13,20 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from sharesnet_jax import digits
-from sharesnet_jax import input_pipeline
+from sharesnet_jax.data import digits
+from sharesnet_jax.data import pipeline as input_pipeline
+from sharesnet_jax.training.config import base_config
 
 NUM_DIGITS_TRAIN = 1497
 NUM_DIGITS_TEST = 300
 
 
 def make_config(**overrides) -> ml_collections.ConfigDict:
-    values = dict(
-        dataset='digits', data_dir=None, download=False, seed=0, image_size=None,
-        augment='auto', shuffle_buffer=2048, eval_split=None, train_split='train',
-    )
-    values.update(overrides)
-    return ml_collections.ConfigDict(values)
+    """A config of the schema (the pipelines read only its fields, with its defaults)."""
+    config = base_config()
+    config.shuffle_buffer = 2048
+    config.update(overrides)
+    return config
 
 
 @pytest.fixture(scope='module')
@@ -113,8 +113,9 @@ def test_load_info_digits(digits_dir):
     assert all(20 < m < 200 for m in info.mean) and all(20 < s < 150 for s in info.std)
 
 
-def test_config_with_only_dataset_and_data_dir_works(digits_dir):
-    config = ml_collections.ConfigDict({'dataset': 'digits', 'data_dir': digits_dir})
+def test_schema_defaults_with_only_dataset_and_data_dir_work(digits_dir):
+    config = base_config()
+    config.update(dataset='digits', data_dir=digits_dir)
     info = input_pipeline.load_info(config)
     batch = next(input_pipeline.train_batches(config, info, local_batch_size=8))
     assert batch['image'].shape == (8, 32, 32, 3)

@@ -9,14 +9,11 @@ import tempfile
 
 import jax
 
-from sharesnet_jax import optim
+from sharesnet_jax.data.info import AUGMENT_CHOICES
 from sharesnet_jax.errors import UserError
-from sharesnet_jax.model_builder import DTYPES
-from sharesnet_jax.models import SHARE_MODES, ResNet, create_model, list_models
-from sharesnet_jax.models.layers import STAGE_IMPLS
-from sharesnet_jax.recipes import base_config
-
-AUGMENTS = ("auto", "cifar", "imagenet", "none")
+from sharesnet_jax.models import SHARE_MODES, STAGE_IMPLS, list_models, model_spec
+from sharesnet_jax.training import optim
+from sharesnet_jax.training.config import DTYPES, base_config
 
 
 def _choices(values) -> str:
@@ -24,7 +21,7 @@ def _choices(values) -> str:
 
 
 def _one_of(config, field: str, accepted, allow_none: bool = False) -> None:
-    value = config.get(field, None)
+    value = config[field]
     if value is None and allow_none:
         return
     if value not in accepted:
@@ -60,7 +57,7 @@ def check_config(config) -> None:
     _one_of(config, "dtype", DTYPES)
     _one_of(config, "optimizer", optim.OPTIMIZERS)
     _one_of(config, "schedule", optim.SCHEDULES)
-    _one_of(config, "augment", AUGMENTS)
+    _one_of(config, "augment", AUGMENT_CHOICES)
     if not isinstance(config.dataset, str) or not config.dataset:
         raise UserError(f"dataset={config.dataset!r} must be a TFDS name, 'digits' or 'synthetic'")
     devices = jax.device_count()
@@ -80,16 +77,11 @@ def check_config(config) -> None:
     check_image_size(config)
 
 
-def min_image_size(model_name: str) -> int:
-    """Below its total downsampling factor a model's last stage sees only padding."""
-    return 32 if isinstance(create_model(model_name, num_classes=1), ResNet) else 4
-
-
 def check_image_size(config) -> None:
-    size = config.get("image_size", None)
+    size = config.image_size
     if size is None:
         return
-    smallest = min_image_size(config.model)
+    smallest = model_spec(config.model).family.min_image_size
     if size < smallest:
         raise UserError(f"image_size={size!r} is too small for {config.model}: it takes images "
                         f"of at least {smallest}x{smallest}")

@@ -7,7 +7,7 @@ import pytest
 from sharesnet_jax import train
 from sharesnet_jax.errors import UserError
 from sharesnet_jax.models import create_model
-from sharesnet_jax.warm_start import initial_variables
+from sharesnet_jax.training.warm_start import initial_variables
 from tests.helpers import tiny_config
 
 

@@ -17,7 +17,8 @@ import pytest
 
 from sharesnet_jax import train
 from sharesnet_jax.errors import UserError
-from tests.helpers import tiny_config
+from sharesnet_jax.training.trainer import TrainingDiverged
+from tests.helpers import ROOT, tiny_config
 
 # A run small enough to restart many times: ResNet-14 (shared), 16 steps of 32 digits,
 # checkpoints every 4 steps, evaluation every 6.
@@ -43,7 +44,7 @@ class Run:
     def __init__(self, workdir, data_dir, extra=()):
         command = [sys.executable, "-m", "sharesnet_jax.main", "--config=tests/tiny_config.py",
                    f"--workdir={workdir}", f"--config.data_dir={data_dir}", *CLI_OVERRIDES, *extra]
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        root = str(ROOT)
         self.process = subprocess.Popen(command, cwd=root, stderr=subprocess.PIPE,
                                         stdout=subprocess.PIPE, text=True)
         self.lines: list[str] = []
@@ -136,7 +137,7 @@ def test_unreadable_latest_checkpoint_is_skipped_with_a_warning(tmp_path, data_d
 def test_nonfinite_loss_halts_before_any_checkpoint_of_it(tmp_path, data_dir):
     config = tiny_config(data_dir=data_dir, learning_rate=1e8, num_train_steps=8,
                          checkpoint_every_steps=1, log_every_steps=4)
-    with pytest.raises(train.TrainingDiverged, match=r"non-finite loss or update at step \d+ "):
+    with pytest.raises(TrainingDiverged, match=r"non-finite loss or update at step \d+ "):
         train.train_and_evaluate(config, str(tmp_path))
     saved = [int(s) for s in os.listdir(tmp_path / "checkpoints") if s.isdigit()]
     import orbax.checkpoint as ocp
@@ -191,7 +192,7 @@ def test_bad_input_is_one_line_error_before_any_work(tmp_path, fields, message):
 
 
 def test_batch_not_divisible_by_devices(monkeypatch, tmp_path):
-    monkeypatch.setattr("sharesnet_jax.validation.jax.device_count", lambda: 8)
+    monkeypatch.setattr("sharesnet_jax.training.validation.jax.device_count", lambda: 8)
     with pytest.raises(UserError, match=r"batch_size=12 must be a positive multiple of the 8 "):
         train.train_and_evaluate(tiny_config(batch_size=12), str(tmp_path))
 
@@ -222,7 +223,7 @@ def test_command_line_errors_reach_the_user_as_one_line(tmp_path, argument, mess
         [sys.executable, "-m", "sharesnet_jax.main", "--config=configs/default.py",
          f"--workdir={tmp_path}", argument],
         capture_output=True, text=True, timeout=120,
-        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        cwd=str(ROOT))
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith(message), result.stderr[-2000:]

@@ -1,0 +1,68 @@
+"""What every command line of the package shares: bad input becomes one `error:` line on stderr
+and exit status 2, never a traceback; library chatter stays out of the console."""
+
+from __future__ import annotations
+
+import functools
+import logging as std_logging
+import sys
+from typing import Callable
+
+from sharesnet_jax.errors import UserError
+
+
+def fail(message: str, status: int = 2) -> int:
+    print(f"error: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
+    return status
+
+
+def one_line_errors(main: Callable[..., int]) -> Callable[..., int]:
+    """Turns a `UserError` raised anywhere below `main` into one line and exit status 2."""
+
+    @functools.wraps(main)
+    def wrapped(*args, **kwargs) -> int:
+        try:
+            return main(*args, **kwargs)
+        except UserError as err:
+            return fail(str(err))
+
+    return wrapped
+
+
+def load_config(config_flag):
+    """The value of an ml_collections config-file flag; the file loads lazily, so a missing or
+    broken file (the user's code) is reported here, in one line."""
+    try:
+        config = config_flag.value
+        config.keys()
+    except Exception as err:  # noqa: BLE001 - the config file is the user's code
+        raise UserError(f"cannot load --config: {type(err).__name__}: {err}") from None
+    return config
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's parser, with a bad flag or config override reported in one line, not a trace."""
+    from absl import flags
+
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as err:
+        message = str(err)
+    except (AttributeError, KeyError) as err:  # config_dict's unknown-field errors
+        text = str(err).strip("'\"").replace("\\n", " ").replace("\\'", "'")
+        message = f"unknown config field: {text}"
+    except Exception as err:  # noqa: BLE001 - a config file that fails to import or build
+        message = f"bad --config: {type(err).__name__}: {err}"
+    sys.exit(fail(message))
+
+
+def quiet_library_logs() -> None:
+    """Orbax logs every save at INFO in detail and TFDS every dataset it opens: keep warnings and
+    our own lines in the console, drop their chatter."""
+    from absl import logging
+
+    def keep(record) -> bool:
+        chatty = "/orbax/" in record.pathname or "/tensorflow_datasets/" in record.pathname
+        return record.levelno >= std_logging.WARNING or not chatty
+
+    logging.get_absl_handler().python_handler.addFilter(keep)

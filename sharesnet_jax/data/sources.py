@@ -1,0 +1,238 @@
+"""Opening TFDS datasets and reading their splits, with every failure worded for the user.
+
+Nothing downloads unless `config.download` is true; a dataset that is not prepared is a one-line
+ValueError within a fraction of a second that says how to prepare it, instead of minutes of
+download retries and a traceback. Each process reads a disjoint share of a split.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+import numpy as np
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # Before TF's import, to silence its banner.
+
+import tensorflow as tf  # noqa: E402
+import tensorflow_datasets as tfds  # noqa: E402
+
+from sharesnet_jax.data import digits, hide_accelerators_from_tensorflow  # noqa: E402
+from sharesnet_jax.data.info import AUGMENT_STYLES  # noqa: E402
+
+hide_accelerators_from_tensorflow()
+
+DIGITS = 'digits'
+DEFAULT_CIFAR_IMAGE_SIZE = 32
+DEFAULT_IMAGENET_IMAGE_SIZE = 224
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """An opened TFDS builder plus the facts every pipeline needs to read it."""
+
+    builder: Any  # tfds.core.DatasetBuilder
+    name: str  # As given in config.dataset.
+    tfds_name: str
+    data_dir: str  # Where it was looked for (the TFDS default when config.data_dir is None).
+    # False under tfds.testing.mock_data, where info.splits is empty and sub-splits are ignored.
+    split_sizes_known: bool
+
+def open_source(config) -> Source:
+    name = str(config.dataset)
+    data_dir = config.data_dir or _default_data_dir()
+    tfds_name = name
+    if name == DIGITS:
+        digits.ensure_digits_dataset(data_dir)
+        tfds_name = digits.DATASET_NAME
+    try:
+        builder = tfds.builder(tfds_name, data_dir=data_dir)
+    except (ValueError, AssertionError, OSError) as error:  # DatasetNotFoundError is a ValueError.
+        raise ValueError(
+            f'Unknown dataset {name!r} (data_dir {data_dir!r}): {first_line(error)}'
+        ) from None
+    source = Source(
+        builder=builder, name=name, tfds_name=tfds_name, data_dir=data_dir,
+        split_sizes_known=bool(builder.info.splits),
+    )
+    _prepare_or_explain(source, config)
+    return source
+
+
+def _prepare_or_explain(source: Source, config) -> None:
+    """Downloads when asked to; otherwise fails fast (0.2 s, not 200 s of retries) when absent."""
+    if source.builder.is_prepared():
+        return
+    if config.download:
+        download_config = tfds.download.DownloadConfig(manual_dir=config.manual_dir)
+        try:
+            source.builder.download_and_prepare(download_config=download_config)
+        except Exception as error:  # noqa: BLE001 - any failure here means "could not prepare".
+            raise ValueError(
+                f'Could not download/prepare dataset {source.name!r} into data_dir '
+                f'{source.data_dir!r}: {first_line(error)}{_manual_note(source)}'
+            ) from None
+        return
+    # Not prepared: either really absent, or tfds.testing.mock_data, whose as_dataset works.
+    as_dataset(source, train_split(config))
+
+
+def as_dataset(source: Source, split, **kwargs) -> tf.data.Dataset:
+    try:
+        return source.builder.as_dataset(split=split, **kwargs)
+    except AssertionError:  # TFDS's way of saying "no prepared data here".
+        raise ValueError(_absent_message(source)) from None
+    except (ValueError, KeyError) as error:  # An unknown split, typically.
+        raise ValueError(
+            f'Cannot read split {split!r} of dataset {source.name!r} (data_dir '
+            f'{source.data_dir!r}): {first_line(error)}'
+        ) from None
+
+
+def read(
+    source: Source,
+    split: str,
+    *,
+    process_index: int,
+    process_count: int,
+    file_order_seed: int | None = None,
+    skip_decoding: bool = False,
+) -> tf.data.Dataset:
+    """This process's share of `split` as {'image', 'label' (int32)}, in a deterministic order.
+
+    `file_order_seed` shuffles the order of the files (training); None reads them in order.
+    """
+    use_even_splits = source.split_sizes_known and process_count > 1
+    if use_even_splits:
+        split = tfds.even_splits(split, process_count)[process_index]
+    examples = as_dataset(
+        source,
+        split,
+        # An ordered dataset (disable_shuffling) refuses shuffled files; its order is the point.
+        shuffle_files=file_order_seed is not None and not source.builder.info.disable_shuffling,
+        decoders={'image': tfds.decode.SkipDecoding()} if skip_decoding else None,
+        read_config=tfds.ReadConfig(shuffle_seed=file_order_seed, try_autocache=False),
+    )
+    if process_count > 1 and not use_even_splits:  # mock_data ignores sub-splits: shard instead.
+        examples = examples.shard(process_count, process_index)
+    return examples.map(
+        lambda example: {'image': example['image'], 'label': tf.cast(example['label'], tf.int32)},
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+
+def split_size(source: Source, split: str) -> int:
+    if source.split_sizes_known:
+        try:
+            return int(source.builder.info.splits[split].num_examples)
+        except (KeyError, ValueError) as error:
+            raise ValueError(
+                f'Dataset {source.name!r} has no split {split!r}: {first_line(error)}'
+            ) from None
+    examples = as_dataset(source, split)  # mock_data: count what it yields.
+    cardinality = int(examples.cardinality())
+    if cardinality >= 0:
+        return cardinality
+    return int(examples.reduce(0, lambda count, _: count + 1))
+
+def image_and_label_features(source: Source):
+    features = source.builder.info.features
+    if 'image' not in features or 'label' not in features:
+        raise ValueError(
+            f'Dataset {source.name!r} is not an image classification dataset with "image" and '
+            f'"label" features (it has {sorted(features.keys())}).'
+        )
+    image_feature, label_feature = features['image'], features['label']
+    if not hasattr(label_feature, 'num_classes'):
+        raise ValueError(f'The "label" feature of {source.name!r} is not a ClassLabel.')
+    if image_feature.np_dtype != np.uint8:
+        raise ValueError(f'The images of {source.name!r} are {image_feature.np_dtype}, not uint8.')
+    return image_feature, label_feature
+
+
+def resolve_augment(config, source: Source, image_feature) -> str:
+    """'auto': ImageNet-style for ImageNet and for any dataset whose images vary in size."""
+    augment = str(config.augment)
+    if augment in AUGMENT_STYLES:
+        return augment
+    variable_size = None in tuple(image_feature.shape[:2])
+    is_imagenet = base_name(source.tfds_name).startswith('imagenet2012')
+    return 'imagenet' if is_imagenet or variable_size else 'cifar'
+
+
+def output_hw(config, image_feature, augment: str) -> tuple[int, int]:
+    image_size = config.image_size
+    if image_size:
+        return int(image_size), int(image_size)
+    if augment == 'imagenet':
+        return DEFAULT_IMAGENET_IMAGE_SIZE, DEFAULT_IMAGENET_IMAGE_SIZE
+    static_hw = tuple(image_feature.shape[:2])
+    if None not in static_hw:
+        return int(static_hw[0]), int(static_hw[1])
+    return DEFAULT_CIFAR_IMAGE_SIZE, DEFAULT_CIFAR_IMAGE_SIZE
+
+
+def train_split(config) -> str:
+    return str(config.train_split)
+
+
+def eval_split(config, source: Source) -> str:
+    """config.eval_split, else 'test' when the dataset has one, else 'validation'."""
+    eval_split = config.eval_split
+    if eval_split:
+        return str(eval_split)
+    split_names = set(source.builder.info.splits.keys())
+    if split_names:
+        return 'test' if 'test' in split_names else 'validation'
+    # mock_data knows no split names; ImageNet's held-out split is its validation set.
+    return 'validation' if base_name(source.tfds_name).startswith('imagenet') else 'test'
+
+
+def class_names(label_feature) -> tuple[str, ...]:
+    names = getattr(label_feature, 'names', None)
+    if names:
+        return tuple(str(name) for name in names)
+    return tuple(str(index) for index in range(label_feature.num_classes))
+
+
+def is_jpeg(source: Source) -> bool:
+    image_feature = source.builder.info.features['image']
+    return getattr(image_feature, 'encoding_format', None) == 'jpeg'
+
+
+def base_name(tfds_name: str) -> str:
+    return tfds_name.split(':')[0].split('/')[0]
+
+
+def _default_data_dir() -> str:
+    return os.environ.get('TFDS_DATA_DIR') or os.path.join(
+        os.path.expanduser('~'), 'tensorflow_datasets'
+    )
+
+
+def _absent_message(source: Source) -> str:
+    prepare = (
+        f'python -c "import tensorflow_datasets as tfds; tfds.builder({source.tfds_name!r}, '
+        f'data_dir={source.data_dir!r}).download_and_prepare()"'
+    )
+    return (
+        f'Dataset {source.name!r} is not prepared in data_dir {source.data_dir!r} and downloading '
+        f'is off (config.download=False). Prepare it once with: {prepare}, or rerun with '
+        f'--config.download=True.{_manual_note(source)}'
+    )
+
+
+def _manual_note(source: Source) -> str:
+    if not base_name(source.tfds_name).startswith('imagenet2012'):
+        return ''
+    manual_dir = os.path.join(source.data_dir, 'downloads', 'manual')
+    return (
+        f' ImageNet cannot be downloaded automatically: first place ILSVRC2012_img_train.tar and '
+        f'ILSVRC2012_img_val.tar in the manual_dir ({manual_dir!r} by default, or '
+        f'--config.manual_dir).'
+    )
+
+
+def first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__

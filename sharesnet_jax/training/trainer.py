@@ -1,0 +1,241 @@
+"""The training loop: `train_and_evaluate(config, workdir)`, called by `main`, Colab and tests.
+
+One jitted train step over a 1-D data mesh spanning every device of every process; tf.data/TFDS
+input (or on-device synthetic data); Orbax checkpoints with exact resume; clu metric writers.
+A run is a pure function of (config, seed): data order and every random key derive from
+(seed, step), so a run killed anywhere and restarted ends bit-identical to an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from typing import Any, Iterator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sharesnet_jax.data import synthetic
+from sharesnet_jax.data.info import DatasetInfo
+from sharesnet_jax.errors import UserError
+from sharesnet_jax.models.stats import count_params
+from sharesnet_jax.training import sharding, validation
+from sharesnet_jax.training.checkpoints import Checkpoints
+from sharesnet_jax.training.preemption import PreemptionWatch
+from sharesnet_jax.training.run_setup import Plan, build_run, load_dataset_info
+from sharesnet_jax.training.steps import TrainState, create_replicated_state
+
+class TrainingDiverged(UserError):
+    """The loss became NaN or Inf; nothing non-finite was checkpointed."""
+
+
+def train_batches(config, info: DatasetInfo, mesh, start_step: int) -> Iterator[dict]:
+    if info.name == synthetic.NAME:
+        return synthetic.synthetic_batches(info, sharding.batch_sharded(mesh), config.batch_size,
+                                           config.seed)
+    from sharesnet_jax.data import pipeline
+
+    batches = pipeline.train_batches(
+        config, info, local_batch_size=config.batch_size // jax.process_count(),
+        start_step=start_step, process_index=jax.process_index(),
+        process_count=jax.process_count())
+    return sharding.prefetch_to_mesh(batches, mesh)
+
+
+def eval_batches(config, info: DatasetInfo, mesh, plan: Plan) -> Iterator[dict]:
+    if info.name == synthetic.NAME:
+        batch = synthetic.synthetic_batch(info, sharding.batch_sharded(mesh),
+                                          config.eval_batch_size, config.seed + 1)
+        return iter([batch] * plan.eval_batches)
+    from sharesnet_jax.data import pipeline
+
+    batches = pipeline.eval_batches(
+        config, info, local_batch_size=config.eval_batch_size // jax.process_count(),
+        process_index=jax.process_index(), process_count=jax.process_count())
+    return sharding.prefetch_to_mesh(batches, mesh)
+
+
+def evaluate(eval_step, state: TrainState, batches: Iterator[dict]) -> dict[str, float]:
+    """Loss, top-1 and top-5 over the whole split; sums stay on the device until the end."""
+    totals = None
+    for batch in batches:
+        sums = eval_step(state, batch)
+        totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+    totals = jax.device_get(totals)
+    count = max(float(totals["count"]), 1.0)
+    return {
+        "eval_loss": float(totals["loss"]) / count,
+        "eval_accuracy": float(totals["correct"]) / count,
+        "eval_top5_accuracy": float(totals["correct_top5"]) / count,
+        "eval_examples": int(totals["count"]),
+    }
+
+
+def params_fingerprint(params: Any, batch_stats: Any) -> str:
+    """sha256 over the bytes of every parameter and statistic, in tree order: equal fingerprints
+    mean bit-identical models, so runs can be compared without loading their checkpoints."""
+    digest = hashlib.sha256()
+    for leaf in jax.tree.leaves(jax.device_get((params, batch_stats))):
+        digest.update(np.ascontiguousarray(leaf).tobytes())
+    return digest.hexdigest()
+
+
+def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
+    """Trains (resuming from the newest checkpoint in `workdir`) and returns the final metrics,
+    which `WORKDIR/results.json` also holds. On SIGTERM/SIGINT it checkpoints the current step
+    and returns {'step': ..., 'preempted': True} without writing results."""
+    from clu import metric_writers, parameter_overview, periodic_actions  # TensorBoard: TF.
+
+    start_time = time.time()
+    validation.check_config(config)
+    workdir = validation.check_workdir(workdir)
+    is_chief = jax.process_index() == 0
+
+    info = load_dataset_info(config)
+    run = build_run(config, info)
+    model, plan, mesh, tx = run.model, run.plan, run.mesh, run.tx
+    logging.info("Mesh %s over %d process(es) (device ids by process: %s); global batch %d, "
+                 "%d per process; %d steps (%d per epoch)", dict(mesh.shape),
+                 jax.process_count(), sharding.devices_by_process(mesh), config.batch_size,
+                 config.batch_size // jax.process_count(), plan.total_steps,
+                 plan.steps_per_epoch)
+
+    replicated = sharding.replicated(mesh)
+    state = create_replicated_state(model, tx, config.seed, info.image_shape, mesh)
+    num_params = count_params(state.params)
+    checkpoints = Checkpoints(os.path.join(workdir, "checkpoints"),
+                              max_to_keep=config.keep_checkpoints)
+    restored = checkpoints.restore_latest(state)
+    if restored is not None:
+        state = restored[1]
+        logging.info("Resumed from checkpoint at step %d", restored[0])
+    elif config.init_from:
+        state = _warm_start(config, model, tx, state, replicated)
+    record = {"config": config.to_dict(), "num_classes": info.num_classes, "augment": info.augment,
+              "image_shape": list(info.image_shape), "mean": list(info.mean),
+              "std": list(info.std), "class_names": list(info.class_names)}
+    train_step, eval_step = run.train_step, run.eval_step
+
+    writer = metric_writers.create_default_writer(workdir, just_logging=not is_chief)
+    if int(state.step) == 0:
+        if is_chief:
+            # Host copies: statistics of global arrays computed on one process alone would
+            # be a computation the other processes never join.
+            parameter_overview.log_parameter_overview(jax.device_get(state.params))
+        writer.write_hparams({k: v for k, v in config.to_dict().items()
+                              if isinstance(v, (int, float, str, bool))})
+    logging.info("Model %s: %s parameters", config.model, f"{num_params:,}")
+    report_progress = periodic_actions.ReportProgress(num_train_steps=plan.total_steps,
+                                                      writer=writer)
+
+    def run_eval(step: int) -> dict[str, float]:
+        logging.info("Evaluating at step %d", step)
+        metrics = evaluate(eval_step, state, eval_batches(config, info, mesh, plan))
+        writer.write_scalars(step, {k: v for k, v in metrics.items() if k != "eval_examples"})
+        logging.info("step %d: eval loss %.4f, top-1 %.4f, top-5 %.4f over %d examples", step,
+                     metrics["eval_loss"], metrics["eval_accuracy"],
+                     metrics["eval_top5_accuracy"], metrics["eval_examples"])
+        return metrics
+
+    def save(step: int) -> None:
+        logging.info("Saving checkpoint at step %d", step)
+        checkpoints.save(step, state, record)
+
+    step = int(state.step)
+    final = None
+    if config.eval_only:
+        if restored is None:
+            raise UserError(f"eval_only=True but {checkpoints.directory} holds no checkpoint")
+        final = run_eval(step)
+    else:
+        pending: list[tuple[int, dict]] = []  # per-step metrics on the device, fetched at logs
+        skipped = 0
+        batches = train_batches(config, info, mesh, start_step=step)
+        with PreemptionWatch() as preemption:
+            while step < plan.total_steps:
+                state, metrics = train_step(state, next(batches))
+                step += 1
+                pending.append((step, metrics))
+                report_progress(step)
+                preempted = preemption.requested(step, checkpoints)
+                checkpoint_now = (step % config.checkpoint_every_steps == 0
+                                  or step == plan.total_steps or preempted)
+                if step % config.log_every_steps == 0 or checkpoint_now:
+                    skipped += _log_train_metrics(writer, pending, config.skip_nonfinite)
+                    pending = []
+                if preempted:
+                    save(step)
+                    checkpoints.wait()
+                    checkpoints.close()
+                    writer.flush()
+                    logging.warning("Preempted: checkpoint at step %d written; exiting. Rerun "
+                                    "the same command to resume.", step)
+                    return {"step": step, "preempted": True}
+                if step % plan.eval_every_steps == 0 or step == plan.total_steps:
+                    final = run_eval(step)
+                if checkpoint_now:
+                    save(step)
+        if skipped:
+            logging.warning("%d steps had a non-finite loss and were skipped", skipped)
+        final = final or run_eval(step)
+    checkpoints.wait()
+    checkpoints.close()
+
+    results = {"step": step,
+               **{k: final[k] for k in ("eval_accuracy", "eval_top5_accuracy", "eval_loss",
+                                        "eval_examples")},
+               "num_params": num_params,
+               "params_fingerprint": params_fingerprint(state.params, state.batch_stats),
+               "wall_seconds": round(time.time() - start_time, 2)}
+    if is_chief:
+        _write_json_atomically(os.path.join(workdir, "results.json"), results)
+    writer.flush()
+    logging.info("Final: step %d, eval accuracy %.4f (top-5 %.4f), %s parameters, %.1f s",
+                 step, results["eval_accuracy"], results["eval_top5_accuracy"],
+                 f"{num_params:,}", results["wall_seconds"])
+    return results
+
+
+def _warm_start(config, model, tx, state: TrainState, replicated) -> TrainState:
+    """The fresh state with the variables of `config.init_from` and a new optimizer state."""
+    from sharesnet_jax.training import warm_start
+
+    variables = warm_start.initial_variables(
+        config.init_from, config.model, model,
+        {"params": state.params, "batch_stats": state.batch_stats})
+    variables = jax.device_put(variables, replicated)
+    logging.info("Initialised the model from %s", config.init_from)
+    return state.replace(params=variables["params"], batch_stats=variables["batch_stats"],
+                         opt_state=jax.jit(tx.init, out_shardings=replicated)(variables["params"]))
+
+
+def _write_json_atomically(path: str, payload: dict) -> None:
+    temporary = f"{path}.tmp"
+    with open(temporary, "w") as f:
+        json.dump(payload, f, indent=2)
+    os.replace(temporary, path)
+
+
+def _log_train_metrics(writer, pending: list[tuple[int, dict]], skip_nonfinite: bool) -> int:
+    """Writes the mean train metrics of the steps since the last log and returns how many were
+    non-finite (skipped). Without `skip_nonfinite`, a non-finite loss halts the run here, before
+    any checkpoint of the diverged state can be written."""
+    steps = [s for s, _ in pending]
+    fetched = jax.device_get([m for _, m in pending])
+    nonfinite = [(s, m) for s, m in zip(steps, fetched) if m["nonfinite"]]
+    if nonfinite and not skip_nonfinite:
+        bad_step, bad = nonfinite[0]
+        raise TrainingDiverged(
+            f"non-finite loss or update at step {bad_step} (loss {float(bad['loss']):g}, "
+            f"learning rate {float(bad['learning_rate']):g}): training halted before any "
+            "checkpoint of it was written. Lower the learning rate, or set "
+            "--config.skip_nonfinite=True to skip such steps")
+    finite = [m for m in fetched if not m["nonfinite"]] or fetched
+    summary = {k: float(np.mean([m[k] for m in finite])) for k in ("loss", "accuracy")}
+    summary["learning_rate"] = float(fetched[-1]["learning_rate"])
+    writer.write_scalars(steps[-1], {f"train_{k}": v for k, v in summary.items()})
+    return len(nonfinite)

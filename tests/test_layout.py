@@ -1,0 +1,103 @@
+"""The package's layers and their boundaries, as the README's "Layout" states them.
+
+models/ (JAX/Flax only) <- data/ (the only TensorFlow/TFDS code) <- interop/ (the only torch code)
+<- training/ <- the command-line modules on top. Checked two ways: statically (every import
+statement, function-local ones included) and by importing the JAX-only layers with TensorFlow,
+TFDS, clu and torch made unimportable.
+"""
+
+import ast
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests.helpers import ROOT
+
+PACKAGE = ROOT / "sharesnet_jax"
+MODULES = sorted(PACKAGE.rglob("*.py"))
+LAYER_ORDER = ("models", "data", "interop", "training")  # each may import only those before it
+TENSORFLOW = {"tensorflow", "tensorflow_datasets"}
+
+
+def _layer(path) -> str:
+    relative = path.relative_to(PACKAGE)
+    return relative.parts[0] if len(relative.parts) > 1 else "cli"
+
+
+def _imports(path) -> set[str]:
+    """Every module an import statement of `path` names (absolute names)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_imports_respect_the_layers(path):
+    layer, imports = _layer(path), _imports(path)
+    roots = {name.split(".")[0] for name in imports}
+    if layer != "data":
+        assert not roots & TENSORFLOW, f"only data/ imports TensorFlow/TFDS: {roots & TENSORFLOW}"
+    if layer != "interop":
+        assert "torch" not in roots and "torchvision" not in roots, "only interop/ imports torch"
+    if layer in LAYER_ORDER:
+        allowed = LAYER_ORDER[:LAYER_ORDER.index(layer) + 1]
+        for name in imports:
+            match = re.match(r"sharesnet_jax\.(\w+)", name)
+            if match and match.group(1) in LAYER_ORDER:
+                assert match.group(1) in allowed, f"{layer}/ imports {name}"
+    assert not any(name.startswith("jax._src") for name in imports), "private JAX module"
+
+
+def test_jax_only_layers_import_without_tensorflow_tfds_clu_or_torch():
+    modules = [".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+               for p in MODULES if _layer(p) in ("models", "training")]
+    modules += ["sharesnet_jax.data.info", "sharesnet_jax.data.synthetic"]
+    code = f"""
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('tensorflow', 'tensorflow_datasets', 'clu', 'torch'):
+            raise ImportError('blocked: ' + name)
+sys.meta_path.insert(0, Block())
+import importlib
+for module in {modules!r}:
+    importlib.import_module(module)
+import jax, jax.numpy as jnp
+from sharesnet_jax.models import create_model
+model = create_model('cifar_sharesnet20', num_classes=10)
+x = jnp.zeros((1, 32, 32, 3))
+print(model.apply(model.init(jax.random.key(0), x, train=False), x, train=False).shape)
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=180, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "(1, 10)" in result.stdout
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_modules_stay_small_and_read_config_fields_without_their_own_defaults(path):
+    text = path.read_text()
+    assert len(text.splitlines()) <= 400
+    # A default belongs to the schema (training/config.py) alone.
+    assert not re.search(r"config\.get\(", text), "config.get( outside the schema"
+
+
+def test_main_is_thin():
+    assert len((PACKAGE / "main.py").read_text().splitlines()) < 90
+
+
+def test_each_enumeration_is_defined_once():
+    definitions = {}
+    for path in MODULES:
+        for match in re.finditer(r"^([A-Z_]+) = [({]", path.read_text(), re.M):
+            definitions.setdefault(match.group(1), []).append(path.name)
+    for name in ("SHARE_MODES", "STAGE_IMPLS", "AUGMENT_STYLES", "AUGMENT_CHOICES",
+                 "OPTIMIZERS", "SCHEDULES", "DTYPES"):
+        assert len(definitions.get(name, [])) == 1, (name, definitions.get(name))
