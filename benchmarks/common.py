@@ -66,6 +66,8 @@ def run_config(spec: dict):
                   num_classes=spec["num_classes"], batch_size=spec["batch"], dtype=spec["dtype"],
                   stage_impl=spec["stage_impl"], remat=spec["remat"],
                   dropout_rate=spec.get("dropout_rate"))
+    if config.bn_group_size and spec["batch"] % config.bn_group_size:
+        config.bn_group_size = 0  # the recipe's per-GPU groups do not divide this batch
     return config
 
 

@@ -2,7 +2,10 @@
 
     python -m sharesnet_jax.main --config=configs/cifar10_resnet164.py --workdir=/tmp/cifar10_resnet164
 
-Parameters: 1,703,258. Paper's result: 5.46% test error.
+Parameters: 1,703,258.
+Paper's figure: 5.46% test error, quoted by the author from He et al. (2016, pre-activation
+ResNet-164, their own recipe: batch 128, lr 0.1 /10 at 32k and 48k iterations), as the Wide
+ResNet README also lists it; not a run of this recipe.
 Recipe: sharesnet_jax.training.recipes.cifar_recipe. Preparing the data: README, "Data".
 """
 

@@ -2,7 +2,9 @@
 
     python -m sharesnet_jax.main --config=configs/cifar10_sharesnet164.py --workdir=/tmp/cifar10_sharesnet164
 
-Parameters: 929,114. Paper's result: 6.2% test error.
+Parameters: 929,114.
+Paper's figure: 6.2% test error, the author's own run (the Wide ResNet Torch code, this recipe;
+seeds and median-or-best not stated).
 Recipe: sharesnet_jax.training.recipes.cifar_recipe. Preparing the data: README, "Data".
 """
 

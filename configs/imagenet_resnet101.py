@@ -2,7 +2,9 @@
 
     python -m sharesnet_jax.main --config=configs/imagenet_resnet101.py --workdir=/tmp/imagenet_resnet101
 
-Parameters: 44,549,160. Paper's result: 22.44% top-1 / 6.21% top-5 error.
+Parameters: 44,549,160.
+Paper's figure: 22.44% top-1 / 6.21% top-5 error (single 224 centre crop), fb.resnet.torch's
+released model as its README lists it (this recipe); not the author's run.
 Recipe: sharesnet_jax.training.recipes.imagenet_recipe. Preparing the data: README, "Data".
 """
 

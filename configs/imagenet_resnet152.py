@@ -2,7 +2,9 @@
 
     python -m sharesnet_jax.main --config=configs/imagenet_resnet152.py --workdir=/tmp/imagenet_resnet152
 
-Parameters: 60,192,808. Paper's result: 22.16% top-1 / 6.16% top-5 error.
+Parameters: 60,192,808.
+Paper's figure: 22.16% top-1 / 6.16% top-5 error (single 224 centre crop), fb.resnet.torch's
+released model as its README lists it (this recipe); not the author's run.
 Recipe: sharesnet_jax.training.recipes.imagenet_recipe. Preparing the data: README, "Data".
 """
 

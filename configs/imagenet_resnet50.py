@@ -2,7 +2,9 @@
 
     python -m sharesnet_jax.main --config=configs/imagenet_resnet50.py --workdir=/tmp/imagenet_resnet50
 
-Parameters: 25,557,032. Paper's result: 24.01% top-1 / 7.02% top-5 error.
+Parameters: 25,557,032.
+Paper's figure: 24.01% top-1 / 7.02% top-5 error (single 224 centre crop), fb.resnet.torch's
+released model as its README lists it (this recipe); not the author's run.
 Recipe: sharesnet_jax.training.recipes.imagenet_recipe. Preparing the data: README, "Data".
 """
 

@@ -2,7 +2,9 @@
 
     python -m sharesnet_jax.main --config=configs/imagenet_sharesnet34.py --workdir=/tmp/imagenet_sharesnet34
 
-Parameters: 13,613,864. Paper's result: 28.25% top-1 / 9.42% top-5 error.
+Parameters: 13,613,864.
+Paper's figure: 28.25% top-1 / 9.42% top-5 error (single 224 centre crop), the author's own
+run with fb.resnet.torch (this recipe; trained "exactly in the same fashion" as the ResNets).
 Recipe: sharesnet_jax.training.recipes.imagenet_recipe. Preparing the data: README, "Data".
 """
 

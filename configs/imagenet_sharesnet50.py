@@ -2,7 +2,9 @@
 
     python -m sharesnet_jax.main --config=configs/imagenet_sharesnet50.py --workdir=/tmp/imagenet_sharesnet50
 
-Parameters: 20,469,800. Paper's result: 24.61% top-1 / 7.41% top-5 error.
+Parameters: 20,469,800.
+Paper's figure: 24.61% top-1 / 7.41% top-5 error (single 224 centre crop), the author's own
+run with fb.resnet.torch (this recipe; trained "exactly in the same fashion" as the ResNets).
 Recipe: sharesnet_jax.training.recipes.imagenet_recipe. Preparing the data: README, "Data".
 """
 

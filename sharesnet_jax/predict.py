@@ -4,7 +4,8 @@ command line:
     python -m sharesnet_jax.predict --workdir=DIR IMAGE [IMAGE ...]
 
 Preprocessing follows the checkpoint's own record (input size, per-channel mean/std, CIFAR- or
-ImageNet-style evaluation crop), so predictions see what evaluation saw. Needs no TensorFlow.
+ImageNet-style evaluation crop) and runs the evaluation pipeline's own transform
+(`data.augment.eval_image`, eagerly), so predictions see exactly what evaluation saw.
 """
 
 from __future__ import annotations
@@ -19,34 +20,18 @@ import numpy as np
 from PIL import Image
 
 from sharesnet_jax import cli
+from sharesnet_jax.data import hide_accelerators_from_tensorflow
+from sharesnet_jax.data.augment import eval_image
 from sharesnet_jax.training.checkpoints import read_checkpoint
 from sharesnet_jax.training.run_setup import build_model
 from sharesnet_jax.training.steps import normalize
-
-
-def _resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    if image.shape[:2] == (height, width):
-        return image
-    return np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
-
-
-def _eval_crop(image: np.ndarray, size: tuple[int, int], augment: str) -> np.ndarray:
-    """ImageNet style: shorter side to size*256/224, centre crop; otherwise a plain resize."""
-    height, width = size
-    if augment != "imagenet":
-        return _resize(image, height, width)
-    scale = round(max(height, width) * 256 / 224) / min(image.shape[:2])
-    resized = _resize(image, max(round(image.shape[0] * scale), height),
-                      max(round(image.shape[1] * scale), width))
-    top = (resized.shape[0] - height) // 2
-    left = (resized.shape[1] - width) // 2
-    return resized[top:top + height, left:left + width]
 
 
 class Predictor:
     """Maps uint8 HWC images of any size to class probabilities with a trained model."""
 
     def __init__(self, workdir: str):
+        hide_accelerators_from_tensorflow()  # it runs the eval transform; JAX owns the devices
         record, variables = read_checkpoint(workdir)
         self.class_names: tuple[str, ...] = tuple(record["class_names"])
         self.image_shape = tuple(record["image_shape"])
@@ -70,7 +55,7 @@ class Predictor:
         if image.ndim != 3 or image.shape[2] != channels or image.dtype != np.uint8:
             raise ValueError(f"image of shape {image.shape} and dtype {image.dtype}: expected "
                              f"uint8 (H, W, {channels})")
-        return _eval_crop(image, self.image_shape[:2], self.augment)
+        return np.asarray(eval_image(image, augment=self.augment, image_shape=self.image_shape))
 
     def __call__(self, images: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
         """(N, num_classes) probabilities for N images (a list of arrays, or one NHWC array)."""

@@ -6,6 +6,7 @@ and clu are absent. Nothing here asserts a speed.
 """
 
 import os
+import pathlib
 import subprocess
 import sys
 import textwrap

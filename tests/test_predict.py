@@ -9,16 +9,21 @@ import pytest
 from PIL import Image
 
 from sharesnet_jax import predict, train
-from sharesnet_jax.data import digits
+from sharesnet_jax.data import digits, pipeline
 from tests.helpers import ROOT, tiny_config
 
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def data_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("tfds"))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, data_dir):
     workdir = tmp_path_factory.mktemp("trained")
     results = train.train_and_evaluate(
-        tiny_config(data_dir=str(tmp_path_factory.mktemp("tfds")), num_train_steps=60,
+        tiny_config(data_dir=data_dir, num_train_steps=60,
                     learning_rate=0.1, checkpoint_every_steps=60), str(workdir))
     return workdir, results
 
@@ -38,6 +43,23 @@ def test_predictor_maps_images_of_any_size_to_probabilities(trained):
     assert predictor.top_k(probabilities[0], 3)[0][0] in predictor.class_names
     with pytest.raises(ValueError, match=r"expected uint8 \(H, W, 3\)"):
         predictor([np.zeros((32, 32, 4), np.uint8)])
+
+
+def test_prediction_sees_what_evaluation_saw(trained, data_dir):
+    """ImageNet style (shorter side to 256/224 of the crop, bicubic, centre crop): predict's
+    preprocessing (eager) equals the evaluation pipeline's (tf.data graph) within a grey level."""
+    workdir, _ = trained
+    predictor = predict.load(str(workdir))
+    predictor.augment, predictor.image_shape = "imagenet", (24, 24, 3)
+    config = tiny_config(data_dir=data_dir, augment="imagenet",
+                         image_size=24)
+    info = pipeline.load_info(config)
+    batch = next(pipeline.eval_batches(config, info, local_batch_size=16))
+    images, _ = digits.load_digit_splits()["test"]
+    for image, expected in zip(images[:16], batch["image"]):
+        got = predictor.preprocess(image)
+        assert got.shape == expected.shape == (24, 24, 3)
+        assert np.abs(got.astype(int) - expected.astype(int)).max() <= 1
 
 
 def test_command_line_prints_top5_and_one_line_per_bad_file(trained, tmp_path):

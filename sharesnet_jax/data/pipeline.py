@@ -34,10 +34,13 @@ from sharesnet_jax.data.info import DatasetInfo, num_eval_batches, steps_per_epo
 
 STATS_MAX_EXAMPLES = 2_000
 
-# Published per-channel statistics (0..1 units) of the training sets.
+# Per-channel statistics (0..1 units) the paper's training code normalised with. The Wide ResNet
+# code (train.lua L57-66) uses CIFAR-10's mean {125.3, 123.0, 113.9} / std {63.0, 62.1, 66.7}
+# (0..255) for CIFAR-100 too; fb.resnet.torch's ColorNormalize holds ImageNet's.
+_CIFAR10_MEAN_STD = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
 _KNOWN_MEAN_STD = {
-    'cifar10': ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-    'cifar100': ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    'cifar10': _CIFAR10_MEAN_STD,
+    'cifar100': _CIFAR10_MEAN_STD,
     'imagenet2012': ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
 }
 
@@ -208,7 +211,8 @@ def _train_epoch(
 
     batches = (
         examples.shuffle(
-            int(config.shuffle_buffer),
+            # 0: the buffer holds the whole split, so each epoch is a full permutation.
+            int(config.shuffle_buffer) or info.num_train_examples,
             seed=_derive_seed(seed, epoch, process_index, _SHUFFLE_STREAM),
             reshuffle_each_iteration=False,
         )

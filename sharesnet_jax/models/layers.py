@@ -11,6 +11,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from sharesnet_jax.models.batch_norm import GroupBatchNorm
+from sharesnet_jax.models.initialization import FB_RESNET_TORCH, Initialization
+
 ModuleDef = Any
 
 SHARE_MODES = ("none", "paper", "all")
@@ -18,9 +21,6 @@ STAGE_IMPLS = ("loop", "scan")
 
 # Name of the scanned tail of a stage under stage_impl='scan': blocks 2..n, stacked on axis 0.
 SCANNED_BLOCKS = "scanned_blocks"
-
-# N(0, 2 / (k*k*C_out)): the init of the author's Torch code and of torchvision (fan_out, ReLU gain).
-conv_kernel_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 # Explicit symmetric padding (not 'SAME') so strided convs and pools line up with torchvision's.
 PAD_3X3 = ((1, 1), (1, 1))
@@ -39,23 +39,23 @@ def check_stage_impl(stage_impl: str) -> str:
     return stage_impl
 
 
-def make_conv(dtype: Any, param_dtype: Any) -> ModuleDef:
-    """Bias-free conv with He-normal init: BatchNorm follows every conv, so a bias is dead weight."""
-    return functools.partial(
-        nn.Conv, use_bias=False, kernel_init=conv_kernel_init, dtype=dtype, param_dtype=param_dtype
-    )
+def make_conv(dtype: Any, param_dtype: Any,
+              initialization: Initialization = FB_RESNET_TORCH) -> ModuleDef:
+    """Bias-free conv (BatchNorm follows every conv, so a bias is dead weight), initialised as
+    the family's Torch code did."""
+    return functools.partial(nn.Conv, use_bias=False, kernel_init=initialization.conv_kernel,
+                             dtype=dtype, param_dtype=param_dtype)
 
 
-def make_norm(train: bool, dtype: Any, param_dtype: Any) -> ModuleDef:
-    """BatchNorm with Torch's defaults (running-average factor 0.1, eps 1e-5), as the paper trained."""
-    return functools.partial(
-        nn.BatchNorm,
-        use_running_average=not train,
-        momentum=0.9,
-        epsilon=1e-5,
-        dtype=dtype,
-        param_dtype=param_dtype,
-    )
+def make_norm(train: bool, dtype: Any, param_dtype: Any,
+              initialization: Initialization = FB_RESNET_TORCH, group_size: int = 0) -> ModuleDef:
+    """BatchNorm with Torch's defaults (running-average factor 0.1, eps 1e-5), as the paper
+    trained; statistics over the whole batch, or over groups of `group_size` examples."""
+    options = dict(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype,
+                   param_dtype=param_dtype, scale_init=initialization.norm_scale)
+    if group_size:
+        return functools.partial(GroupBatchNorm, group_size=group_size, **options)
+    return functools.partial(nn.BatchNorm, **options)
 
 
 class SharedConv3x3(nn.Module):
@@ -218,10 +218,12 @@ class Stage(nn.Module):
         return x
 
 
-def logits_head(x: jax.Array, num_classes: int, dtype: Any, param_dtype: Any) -> jax.Array:
+def logits_head(x: jax.Array, num_classes: int, dtype: Any, param_dtype: Any,
+                initialization: Initialization = FB_RESNET_TORCH) -> jax.Array:
     """Global average pool + dense; logits come out in float32 so the loss is computed stably."""
     x = jnp.mean(x, axis=(1, 2))
-    x = nn.Dense(num_classes, dtype=dtype, param_dtype=param_dtype, name="head")(x)
+    x = nn.Dense(num_classes, dtype=dtype, param_dtype=param_dtype,
+                 kernel_init=initialization.head_kernel, name="head")(x)
     return jnp.asarray(x, jnp.float32)
 
 

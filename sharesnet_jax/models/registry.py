@@ -14,6 +14,7 @@ import difflib
 import flax.linen as nn
 
 from sharesnet_jax.models.blocks import BasicBlock, Bottleneck, PreActBasic, PreActBottleneck
+from sharesnet_jax.models.initialization import FB_RESNET_TORCH, WIDE_RESNET_TORCH, Initialization
 from sharesnet_jax.models.resnets import PreActResNet, ResNet
 
 
@@ -28,14 +29,19 @@ class FamilySpec:
     num_classes: int  # the dataset it is usually trained on
     min_image_size: int  # below its total downsampling the last stage sees only padding
     augment: str  # training augmentation style of its recipe ('cifar' or 'imagenet')
+    initialization: Initialization  # that of the Torch code that trained it
 
 
 FAMILIES = {
     spec.name: spec for spec in (
-        FamilySpec("cifar_basic", PreActResNet, PreActBasic, 32, 10, 4, "cifar"),
-        FamilySpec("cifar_bottleneck", PreActResNet, PreActBottleneck, 32, 10, 4, "cifar"),
-        FamilySpec("imagenet_basic", ResNet, BasicBlock, 224, 1000, 32, "imagenet"),
-        FamilySpec("imagenet_bottleneck", ResNet, Bottleneck, 224, 1000, 32, "imagenet"),
+        FamilySpec("cifar_basic", PreActResNet, PreActBasic, 32, 10, 4, "cifar",
+                   WIDE_RESNET_TORCH),
+        FamilySpec("cifar_bottleneck", PreActResNet, PreActBottleneck, 32, 10, 4, "cifar",
+                   WIDE_RESNET_TORCH),
+        FamilySpec("imagenet_basic", ResNet, BasicBlock, 224, 1000, 32, "imagenet",
+                   FB_RESNET_TORCH),
+        FamilySpec("imagenet_bottleneck", ResNet, Bottleneck, 224, 1000, 32, "imagenet",
+                   FB_RESNET_TORCH),
     )
 }
 
@@ -49,7 +55,8 @@ class ModelSpec:
     fields: tuple[tuple[str, object], ...]
 
     def build(self, **fields) -> nn.Module:
-        return self.family.network(block_cls=self.family.block, **{**dict(self.fields), **fields})
+        return self.family.network(block_cls=self.family.block, **{
+            "initialization": self.family.initialization, **dict(self.fields), **fields})
 
 
 _REGISTRY: dict[str, ModelSpec] = {}

@@ -13,6 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from sharesnet_jax.models.initialization import FB_RESNET_TORCH, Initialization
 from sharesnet_jax.models.layers import (
     PAD_3X3, ModuleDef, Stage, check_share, check_stage_impl, logits_head, make_conv, make_norm,
 )
@@ -35,6 +36,19 @@ class ResidualNetwork(nn.Module):
     # Rematerialise each block in the backward pass (nn.remat). On XLA:CPU it saves memory only
     # with stage_impl='scan' (benchmarks/remat_memory.py says why and measures it).
     remat: bool = False
+    # The family's initialisation (its registry entry sets it; see initialization.py).
+    initialization: Initialization = FB_RESNET_TORCH
+    # BatchNorm statistics over groups of this many examples in training (0: the whole batch),
+    # as data-parallel Torch code computes them per GPU (batch_norm.py).
+    bn_group_size: int = 0
+
+    def conv_and_norm(self, train: bool) -> tuple[ModuleDef, ModuleDef]:
+        return (make_conv(self.dtype, self.param_dtype, self.initialization),
+                make_norm(train, self.dtype, self.param_dtype, self.initialization,
+                          self.bn_group_size))
+
+    def head(self, x: jax.Array) -> jax.Array:
+        return logits_head(x, self.num_classes, self.dtype, self.param_dtype, self.initialization)
 
 
 def _run_stages(net: ResidualNetwork, x: jax.Array, train: bool, *, stage_features, stage_strides,
@@ -65,8 +79,7 @@ class PreActResNet(ResidualNetwork):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        conv = make_conv(self.dtype, self.param_dtype)
-        norm = make_norm(train, self.dtype, self.param_dtype)
+        conv, norm = self.conv_and_norm(train)
         options = {"dropout_rate": self.dropout_rate} if self.dropout_rate else {}
         block = functools.partial(self.block_cls, act=self.act, **options)
         x = jnp.asarray(x, self.dtype)
@@ -74,7 +87,7 @@ class PreActResNet(ResidualNetwork):
         x = _run_stages(self, x, train, stage_features=self.stage_features,
                         stage_strides=(1, 2, 2), conv=conv, norm=norm, block=block)
         x = self.act(norm(name="final_bn")(x))
-        return logits_head(x, self.num_classes, self.dtype, self.param_dtype)
+        return self.head(x)
 
 
 class ResNet(ResidualNetwork):
@@ -88,8 +101,7 @@ class ResNet(ResidualNetwork):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        conv = make_conv(self.dtype, self.param_dtype)
-        norm = make_norm(train, self.dtype, self.param_dtype)
+        conv, norm = self.conv_and_norm(train)
         x = jnp.asarray(x, self.dtype)
         x = conv(self.stage_features[0], (7, 7), 2, padding=((3, 3), (3, 3)), name="stem_conv")(x)
         x = self.act(norm(name="stem_bn")(x))
@@ -97,4 +109,4 @@ class ResNet(ResidualNetwork):
         x = _run_stages(self, x, train, stage_features=self.stage_features,
                         stage_strides=(1, 2, 2, 2), conv=conv, norm=norm,
                         block=functools.partial(self.block_cls, act=self.act))
-        return logits_head(x, self.num_classes, self.dtype, self.param_dtype)
+        return self.head(x)

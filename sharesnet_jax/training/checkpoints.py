@@ -18,6 +18,7 @@ import orbax.checkpoint as ocp
 
 from sharesnet_jax.errors import UserError
 from sharesnet_jax.models import to_loop_layout
+from sharesnet_jax.training.config import base_config
 
 
 class Checkpoints:
@@ -137,6 +138,8 @@ def read_checkpoint(source: str) -> tuple[dict, dict]:
         raise UserError(f"cannot read the checkpoint {step_dir} "
                         f"({type(err).__name__}: {str(err).splitlines()[0][:160]})") from None
     variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
+    # Records of older versions lack the fields added since: they ran with their defaults.
+    record["config"] = {**base_config().to_dict(), **record["config"]}
     if record["config"]["stage_impl"] == "scan":
         variables = to_loop_layout(variables)
     return record, variables

@@ -23,6 +23,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.dropout_rate = placeholder(float)
     c.stage_impl = placeholder(str)  # 'loop' | 'scan'
     c.remat = placeholder(bool)
+    # BatchNorm statistics over groups of this many examples in training; 0: the whole global
+    # batch. Data-parallel Torch code (fb.resnet.torch) computes them per GPU: set the per-GPU
+    # batch to train as it did. Must divide batch_size (and best the per-device batch).
+    c.bn_group_size = 0
     c.init_from = placeholder(str)  # .pth or workdir: start from those weights (see warm_start)
     c.dtype = "float32"  # computation dtype; parameters and statistics stay float32
     # Data.
@@ -36,7 +40,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.augment = "auto"  # 'auto' | 'cifar' | 'imagenet' | 'none'
     c.color_jitter = 0.0  # ImageNet style only: brightness/contrast/saturation strength
     c.pca_lighting = 0.0  # ImageNet style only: std of the PCA lighting noise
-    c.shuffle_buffer = 16_384
+    # Examples the training shuffle draws from; 0: a full permutation of the training split every
+    # epoch (the Torch codes' randperm). A finite buffer suits splits too large to permute whole.
+    c.shuffle_buffer = 0
     c.num_classes = placeholder(int)  # synthetic data only; real datasets state theirs
     # Optimisation.
     c.optimizer = "sgd"
@@ -46,7 +52,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.nesterov = True
     c.weight_decay = 5e-4
     c.schedule = "steps"  # 'steps' | 'cosine' | 'constant'
-    c.lr_decay_epochs = (60, 120, 160)
+    # Completed epochs after which the rate is multiplied by lr_decay_factor. The Wide ResNet code
+    # (train.lua L173-184) decays at the START of its 1-based epochs 60, 120, 160 (epoch_step),
+    # i.e. after 59, 119 and 159 completed epochs.
+    c.lr_decay_epochs = (59, 119, 159)
     c.lr_decay_factor = 0.2
     c.warmup_epochs = 0.0
     c.label_smoothing = 0.0

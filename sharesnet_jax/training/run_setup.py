@@ -24,7 +24,7 @@ from sharesnet_jax.training.config import DTYPES
 from sharesnet_jax.training.steps import jit_on_mesh, make_eval_step, make_train_step
 
 # Config fields that set module fields of the model; unset (None) keeps the registry's value.
-MODEL_FIELDS = ("share", "dropout_rate", "stage_impl", "remat")
+MODEL_FIELDS = ("share", "dropout_rate", "stage_impl", "remat", "bn_group_size")
 
 
 def build_model(config: Any, num_classes: int) -> nn.Module:

@@ -72,6 +72,13 @@ def check_config(config) -> None:
     if config.num_train_steps <= 0 and config.num_epochs <= 0:
         raise UserError(f"num_epochs={config.num_epochs!r} must be positive when "
                         "num_train_steps is not set (> 0)")
+    if config.shuffle_buffer < 0:
+        raise UserError(f"shuffle_buffer={config.shuffle_buffer!r} must be positive, or 0 for a "
+                        "full permutation of the training split each epoch")
+    if config.bn_group_size < 0 or (config.bn_group_size
+                                    and config.batch_size % config.bn_group_size):
+        raise UserError(f"bn_group_size={config.bn_group_size!r} must divide batch_size="
+                        f"{config.batch_size} (or be 0: statistics over the whole batch)")
     if config.learning_rate < 0:
         raise UserError(f"learning_rate={config.learning_rate!r} must be non-negative")
     check_image_size(config)

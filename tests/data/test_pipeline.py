@@ -236,6 +236,33 @@ def test_epochs_are_shuffled_and_augmented_differently(digits_stream):
     assert not np.array_equal(batches[0]['label'], batches[5]['label'])
 
 
+def _epoch_positions(config, info, start_step=0, steps=10):
+    """Positions, in the stored order, of the unaugmented examples of `steps` batches of 128."""
+    images, labels = digits.load_digit_splits()['train']
+    position = {h: i for i, h in enumerate(example_hashes({'image': images, 'label': labels}))}
+    batches = take(input_pipeline.train_batches(config, info, local_batch_size=128,
+                                                start_step=start_step), steps)
+    return [[position[h] for h in example_hashes(batch)] for batch in batches]
+
+
+def test_each_epoch_is_a_full_permutation_of_the_training_set(digits_dir):
+    """shuffle_buffer=0 (the schema's default): every epoch draws its examples from the whole
+    split (the Torch code's randperm), never twice, in a new order each epoch, the same after a
+    resume. 1,497 examples, 11 steps of 128 per epoch (the last 89 dropped, as 'skip-last')."""
+    config = make_config(data_dir=digits_dir, augment='none', shuffle_buffer=0)
+    info = input_pipeline.load_info(config)
+    assert input_pipeline.steps_per_epoch(info, 128) == 11
+    batches = _epoch_positions(config, info, steps=22)
+    epochs = [sum(batches[:11], []), sum(batches[11:], [])]
+    for epoch in epochs:
+        assert len(set(epoch)) == len(epoch) == 11 * 128
+    assert epochs[0] != epochs[1] and set(epochs[0]) != set(epochs[1])
+    # A buffer would keep the first batch near the start of the stored order; a permutation
+    # draws it from everywhere.
+    assert max(batches[0]) > 1300 and max(batches[11]) > 1300
+    assert _epoch_positions(config, info, start_step=13, steps=3) == batches[13:16]
+
+
 # ---------------------------------------------------------------------------------------------
 # Several processes.
 

@@ -117,7 +117,8 @@ from tests.helpers import ROOT, tiny_config
 
 assert jax.device_count() == 8
 config = tiny_config()
-model = create_model("sharewrn16_4", num_classes=10, dropout_rate=0.2, stage_features=(8, 8, 16))
+model = create_model("sharewrn16_4", num_classes=10, dropout_rate=0.2, stage_features=(8, 8, 16),
+                     bn_group_size=int(sys.argv[2]))
 schedule = optim.learning_rate_schedule(config, 10, 10)
 tx = optim.create_optimizer(config, schedule)
 rng = np.random.default_rng(0)
@@ -143,9 +144,13 @@ print("OK")
 """
 
 
-def test_train_step_on_8_devices_matches_1_device():
-    result = subprocess.run([sys.executable, "-c", _SHARDED_STEP, str(ROOT)], capture_output=True,
-                            text=True, timeout=300, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+@pytest.mark.parametrize("bn_group_size", [0, 4])
+def test_train_step_on_8_devices_matches_1_device(bn_group_size):
+    """BatchNorm over the global batch (0), or over groups of 4 (one group per device on 8):
+    the same step on 1 and 8 devices."""
+    result = subprocess.run([sys.executable, "-c", _SHARDED_STEP, str(ROOT), str(bn_group_size)],
+                            capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "JAX_PLATFORMS": "cpu"})
     assert result.returncode == 0, result.stderr[-3000:]
     assert "OK" in result.stdout
 
