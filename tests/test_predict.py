@@ -15,11 +15,6 @@ from tests.helpers import ROOT, tiny_config
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("tfds"))
-
-
-@pytest.fixture(scope="module")
 def trained(tmp_path_factory, data_dir):
     workdir = tmp_path_factory.mktemp("trained")
     results = train.train_and_evaluate(
