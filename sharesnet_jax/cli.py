@@ -17,14 +17,15 @@ def fail(message: str, status: int = 2) -> int:
 
 
 def one_line_errors(main: Callable[..., int]) -> Callable[..., int]:
-    """Turns a `UserError` raised anywhere below `main` into one line and exit status 2."""
+    """Turns a `UserError` raised anywhere below `main` into one line and its exit status (2,
+    or the error's own `exit_code`, e.g. the planner's 1 for a config that does not fit)."""
 
     @functools.wraps(main)
     def wrapped(*args, **kwargs) -> int:
         try:
             return main(*args, **kwargs)
         except UserError as err:
-            return fail(str(err))
+            return fail(str(err), getattr(err, "exit_code", 2))
 
     return wrapped
 

@@ -8,7 +8,6 @@ detects (Cloud TPU VMs, Slurm srun, Open MPI). Bad input ends in one line on std
 from __future__ import annotations
 
 import os
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # its notice bypasses the log level

@@ -1,6 +1,5 @@
 """Prediction from a trained workdir: the Python API and the command line."""
 
-import os
 import subprocess
 import sys
 

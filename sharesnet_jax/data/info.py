@@ -14,6 +14,8 @@ AUGMENT_CHOICES = ('auto', *AUGMENT_STYLES)
 # Classes of the datasets the recipes name, known without opening them (planning a run whose
 # data is not on this machine); any other dataset states its own when opened.
 KNOWN_NUM_CLASSES = {'digits': 10, 'cifar10': 10, 'cifar100': 100, 'imagenet2012': 1000}
+KNOWN_TRAIN_EXAMPLES = {'digits': 1_497, 'cifar10': 50_000, 'cifar100': 50_000,
+                        'imagenet2012': 1_281_167}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -48,14 +48,17 @@ def make_conv(dtype: Any, param_dtype: Any,
 
 
 def make_norm(train: bool, dtype: Any, param_dtype: Any,
-              initialization: Initialization = FB_RESNET_TORCH, group_size: int = 0) -> ModuleDef:
+              initialization: Initialization = FB_RESNET_TORCH, group_size: int = 0,
+              axis_name: str | None = None) -> ModuleDef:
     """BatchNorm with Torch's defaults (running-average factor 0.1, eps 1e-5), as the paper
-    trained; statistics over the whole batch, or over groups of `group_size` examples."""
+    trained; statistics over the whole batch, or over groups of `group_size` examples.
+    `axis_name`: inside `shard_map`, average whole-batch statistics over that mesh axis (groups
+    are formed within each device's shard and need no averaging)."""
     options = dict(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype,
                    param_dtype=param_dtype, scale_init=initialization.norm_scale)
     if group_size:
         return functools.partial(GroupBatchNorm, group_size=group_size, **options)
-    return functools.partial(nn.BatchNorm, **options)
+    return functools.partial(nn.BatchNorm, axis_name=axis_name, **options)
 
 
 class SharedConv3x3(nn.Module):

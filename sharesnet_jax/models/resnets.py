@@ -41,11 +41,14 @@ class ResidualNetwork(nn.Module):
     # BatchNorm statistics over groups of this many examples in training (0: the whole batch),
     # as data-parallel Torch code computes them per GPU (batch_norm.py).
     bn_group_size: int = 0
+    # Inside `shard_map` (steps' grad_reduce_dtype='float32'), BatchNorm averages its batch
+    # statistics over this mesh axis, so they stay those of the global batch. Adds no variables.
+    norm_axis_name: str | None = None
 
     def conv_and_norm(self, train: bool) -> tuple[ModuleDef, ModuleDef]:
         return (make_conv(self.dtype, self.param_dtype, self.initialization),
                 make_norm(train, self.dtype, self.param_dtype, self.initialization,
-                          self.bn_group_size))
+                          self.bn_group_size, self.norm_axis_name))
 
     def head(self, x: jax.Array) -> jax.Array:
         return logits_head(x, self.num_classes, self.dtype, self.param_dtype, self.initialization)

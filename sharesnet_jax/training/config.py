@@ -60,6 +60,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.warmup_epochs = 0.0
     c.label_smoothing = 0.0
     c.skip_nonfinite = False
+    # Gradient all-reduce: 'auto' lets XLA place it (bfloat16 operands when dtype='bfloat16');
+    # 'float32' reduces every gradient once, in float32 (steps.make_train_step).
+    c.grad_reduce_dtype = "auto"
     # Length and batch (global, over all devices and hosts).
     c.num_epochs = 200.0
     c.num_train_steps = -1  # > 0 overrides num_epochs

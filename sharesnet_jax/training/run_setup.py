@@ -96,6 +96,8 @@ def build_run(config, info: DatasetInfo, devices: Sequence[Any] | None = None) -
     tx = optim.create_optimizer(config, schedule)
     train_step = jit_on_mesh(
         make_train_step(model, tx, schedule, info.mean, info.std, config.label_smoothing,
-                        skip_nonfinite=config.skip_nonfinite), mesh, donate_state=True)
+                        skip_nonfinite=config.skip_nonfinite,
+                        grad_reduce_dtype=config.grad_reduce_dtype, mesh=mesh),
+        mesh, donate_state=True)
     eval_step = jit_on_mesh(make_eval_step(model, info.mean, info.std), mesh, donate_state=False)
     return Run(info, model, plan, mesh, schedule, tx, train_step, eval_step)

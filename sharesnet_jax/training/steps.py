@@ -7,6 +7,7 @@ traffic of float32 batches.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Sequence
 
 import flax
@@ -14,11 +15,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
+from jax.sharding import PartitionSpec
 
 from sharesnet_jax.training import sharding
 
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
+GRAD_REDUCE_DTYPES = ("auto", "float32")
 
 
 @flax.struct.dataclass
@@ -58,28 +61,34 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float =
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
                     schedule: optax.Schedule, mean: Sequence[float], std: Sequence[float],
                     label_smoothing: float = 0.0,
-                    skip_nonfinite: bool = False
-                    ) -> Callable[[TrainState, Batch], tuple[TrainState, Metrics]]:
-    """One SGD step. BatchNorm statistics are taken over the whole global batch: under jit on a
-    data mesh, the batch mean is a cross-device reduction, so no `axis_name` is needed.
+                    skip_nonfinite: bool = False, grad_reduce_dtype: str = "auto",
+                    mesh=None) -> Callable[[TrainState, Batch], tuple[TrainState, Metrics]]:
+    """One SGD step. BatchNorm statistics are taken over the whole global batch (or the model's
+    bn_group_size groups): under jit on a data mesh the batch mean is a cross-device reduction,
+    so no `axis_name` is needed.
 
     With `skip_nonfinite`, a step whose loss, gradients or new state are not finite leaves the
     state as it was (the step counter still advances); `nonfinite=1` reports it either way.
+
+    `grad_reduce_dtype='auto'` lets XLA place the gradient all-reduce: with bfloat16 compute it
+    all-reduces bfloat16 partial gradients, and with loop stages one per use of a shared kernel
+    (seen on TPU v5e, training/tpu). 'float32' (needs `mesh`) computes each device's gradients under
+    `shard_map` and averages them in float32, once per parameter (`_float32_reduced_grads`).
     """
+    if grad_reduce_dtype not in GRAD_REDUCE_DTYPES:
+        raise ValueError(f"grad_reduce_dtype={grad_reduce_dtype!r} is not one of "
+                         f"{', '.join(map(repr, GRAD_REDUCE_DTYPES))}")
+    if grad_reduce_dtype == "float32":
+        value_and_grad = _float32_reduced_grads(model, mesh, label_smoothing)
+    else:
+        value_and_grad = functools.partial(_value_and_grad, model, label_smoothing)
 
     def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
         images = normalize(batch["image"], mean, std)
         labels = batch["label"]
         dropout_rng = jax.random.fold_in(state.rng, state.step)
-
-        def loss_fn(params):
-            logits, updates = model.apply(
-                {"params": params, "batch_stats": state.batch_stats}, images, train=True,
-                mutable=["batch_stats"], rngs={"dropout": dropout_rng})
-            loss = jnp.mean(cross_entropy(logits, labels, label_smoothing))
-            return loss, (logits, updates["batch_stats"])
-
-        (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        (loss, (logits, batch_stats)), grads = value_and_grad(
+            state.params, state.batch_stats, images, labels, dropout_rng)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
@@ -100,6 +109,46 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
         return new_state, metrics
 
     return train_step
+
+
+def _value_and_grad(model: nn.Module, label_smoothing: float, params, batch_stats,
+                    images: jax.Array, labels: jax.Array, dropout_rng: jax.Array):
+    """((mean loss, (logits, new batch_stats)), gradients) over the batch it is given."""
+
+    def loss_fn(params):
+        logits, updates = model.apply(
+            {"params": params, "batch_stats": batch_stats}, images, train=True,
+            mutable=["batch_stats"], rngs={"dropout": dropout_rng})
+        loss = jnp.mean(cross_entropy(logits, labels, label_smoothing))
+        return loss, (logits, updates["batch_stats"])
+
+    return jax.value_and_grad(loss_fn, has_aux=True)(params)
+
+
+def _float32_reduced_grads(model: nn.Module, mesh, label_smoothing: float) -> Callable:
+    """`_value_and_grad` with the gradient all-reduce forced to float32: each device computes
+    the gradients of its shard (summing a shared kernel's uses locally) and they are averaged
+    with one float32 `pmean` per parameter. BatchNorm averages its statistics over the data
+    axis (`norm_axis_name`), so they remain those of the global batch; this is the pmap-era
+    recipe (`check_vma=False`: the psum in BatchNorm transposes to a psum of cotangents, which
+    with the final pmean gives the gradient of the global mean loss)."""
+    if mesh is None:
+        raise ValueError("grad_reduce_dtype='float32' needs the mesh")
+    axis = sharding.DATA_AXIS
+    synced = model.clone(norm_axis_name=axis)
+
+    def per_shard(params, batch_stats, images, labels, dropout_rng):
+        dropout_rng = jax.random.fold_in(dropout_rng, jax.lax.axis_index(axis))
+        (loss, (logits, batch_stats)), grads = _value_and_grad(
+            synced, label_smoothing, params, batch_stats, images, labels, dropout_rng)
+        grads = jax.tree.map(lambda g: jax.lax.pmean(g.astype(jnp.float32), axis), grads)
+        return (jax.lax.pmean(loss, axis), (logits, batch_stats)), grads
+
+    replicated, split = PartitionSpec(), PartitionSpec(axis)
+    return jax.shard_map(per_shard, mesh=mesh,
+                         in_specs=(replicated, replicated, split, split, replicated),
+                         out_specs=((replicated, (split, replicated)), replicated),
+                         check_vma=False)
 
 
 def make_eval_step(model: nn.Module, mean: Sequence[float],

@@ -9,6 +9,7 @@ A run is a pure function of (config, seed): data order and every random key deri
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -155,6 +156,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
         pending: list[tuple[int, dict]] = []  # per-step metrics on the device, fetched at logs
         skipped = 0
         batches = train_batches(config, info, mesh, start_step=step)
+        if step < plan.total_steps:
+            train_step, batches = _checked_for_device_memory(train_step, state, batches)
         with PreemptionWatch() as preemption:
             while step < plan.total_steps:
                 state, metrics = train_step(state, next(batches))
@@ -198,6 +201,23 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
                  step, results["eval_accuracy"], results["eval_top5_accuracy"],
                  f"{num_params:,}", results["wall_seconds"])
     return results
+
+
+def _checked_for_device_memory(train_step, state: TrainState,
+                               batches: Iterator[dict]) -> tuple[Any, Iterator[dict]]:
+    """On an accelerator, the step compiled ahead of its first call and checked against the
+    device's memory: a config that cannot fit is one line, not an XLA out-of-memory traceback
+    after the first step. The compiled executable is then what runs (no second compile). CPUs
+    report no memory limit: nothing to check there."""
+    device = jax.local_devices()[0]
+    if device.platform == "cpu":
+        return train_step, batches
+    from sharesnet_jax.training.tpu.compile import check_fits_device
+
+    first = next(batches)
+    compiled = train_step.lower(state, first).compile()
+    check_fits_device(compiled, device)
+    return compiled, itertools.chain([first], batches)
 
 
 def _warm_start(config, model, tx, state: TrainState, replicated) -> TrainState:

@@ -14,6 +14,7 @@ from sharesnet_jax.errors import UserError
 from sharesnet_jax.models import SHARE_MODES, STAGE_IMPLS, list_models, model_spec
 from sharesnet_jax.training import optim
 from sharesnet_jax.training.config import DTYPES, base_config
+from sharesnet_jax.training.steps import GRAD_REDUCE_DTYPES
 
 
 def _choices(values) -> str:
@@ -58,6 +59,7 @@ def check_config(config) -> None:
     _one_of(config, "optimizer", optim.OPTIMIZERS)
     _one_of(config, "schedule", optim.SCHEDULES)
     _one_of(config, "augment", AUGMENT_CHOICES)
+    _one_of(config, "grad_reduce_dtype", GRAD_REDUCE_DTYPES)
     if not isinstance(config.dataset, str) or not config.dataset:
         raise UserError(f"dataset={config.dataset!r} must be a TFDS name, 'digits' or 'synthetic'")
     devices = jax.device_count()
@@ -79,6 +81,12 @@ def check_config(config) -> None:
                                     and config.batch_size % config.bn_group_size):
         raise UserError(f"bn_group_size={config.bn_group_size!r} must divide batch_size="
                         f"{config.batch_size} (or be 0: statistics over the whole batch)")
+    per_device = config.batch_size // jax.device_count()
+    if config.grad_reduce_dtype == "float32" and config.bn_group_size and (
+            per_device % config.bn_group_size):
+        raise UserError(f"bn_group_size={config.bn_group_size} must divide the per-device batch "
+                        f"({per_device}) with grad_reduce_dtype='float32' (groups are formed on "
+                        "each device)")
     if config.learning_rate < 0:
         raise UserError(f"learning_rate={config.learning_rate!r} must be non-negative")
     check_image_size(config)

@@ -202,7 +202,7 @@ def test_a_process_that_cannot_join_fails_in_one_line(tmp_path, launcher):
 
 
 def test_a_lone_process_never_waits_for_a_cluster(monkeypatch):
-    monkeypatch.setattr(cli, "_on_cloud_tpu_vm", lambda: False)
+    monkeypatch.setattr(cluster, "_on_cloud_tpu_vm", lambda: False)
     assert cluster.cluster_settings(None, None, None, env={}) is None
     assert cluster.cluster_settings(None, 1, 0, env={"JAX_COORDINATOR_ADDRESS": "h:1"}) is None
     assert cluster.cluster_settings("h:1", 2, 1, env={}) == {

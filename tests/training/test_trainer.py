@@ -3,12 +3,10 @@
 import importlib.util
 import json
 import os
-import pathlib
 import re
 import subprocess
 import sys
 
-import jax
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds

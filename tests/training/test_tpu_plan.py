@@ -1,0 +1,253 @@
+"""The TPU planner (`training/tpu`, CLI `aot`): the trainer's steps compiled for TPU slices on this CPU
+machine through libtpu's topology API, with FLOPs, all-reduce bytes and the out-of-memory path.
+
+Needs libtpu (the `tpu` extra). Without it these tests fail at collection, loudly: a planner that
+silently skipped would hide that CI no longer checks it. Compiles use XLA's least optimisation
+effort (the CLI's --fast_compile, about 5x faster); nothing asserted depends on it.
+"""
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from sharesnet_jax.errors import UserError
+
+from sharesnet_jax.models import create_model
+from sharesnet_jax.models.stats import abstract_variables, count_params
+from sharesnet_jax.training import tpu as tpu_plan
+from sharesnet_jax.training.recipes import cifar_recipe, imagenet_recipe
+from tests.helpers import ROOT
+
+try:
+    tpu_plan.require_libtpu()
+except ImportError as err:
+    raise ImportError('tests/test_aot.py needs libtpu: pip install -e ".[tpu]"') from err
+
+FAST = {"exec_time_optimization_effort": -1.0}
+
+
+def conv_macs(size: int, kernel: int, cin: int, cout: int) -> int:
+    return size * size * kernel * kernel * cin * cout
+
+
+def preact_resnet20_macs(s: int = 32) -> int:
+    """By hand: 3x3 stem, three stages of three basic blocks (16, 32, 64), 1x1 projections."""
+    macs = conv_macs(s, 3, 3, 16) + 6 * conv_macs(s, 3, 16, 16)
+    for size, cin, c in ((s // 2, 16, 32), (s // 4, 32, 64)):
+        macs += (conv_macs(size, 3, cin, c) + conv_macs(size, 1, cin, c)
+                 + 5 * conv_macs(size, 3, c, c))
+    return macs + 64 * 10
+
+
+def resnet18_macs(s: int = 64) -> int:
+    """By hand: 7x7/2 stem, max-pool /2, four stages of two basic blocks, 1x1 downsampling."""
+    macs, size = conv_macs(s // 2, 7, 3, 64), s // 4
+    macs += 4 * conv_macs(size, 3, 64, 64)
+    for cin, c in ((64, 128), (128, 256), (256, 512)):
+        size //= 2
+        macs += (conv_macs(size, 3, cin, c) + conv_macs(size, 1, cin, c)
+                 + 3 * conv_macs(size, 3, c, c))
+    return macs + 512 * 1000
+
+
+def num_params(model: str, num_classes: int) -> int:
+    return count_params(abstract_variables(create_model(model, num_classes=num_classes))["params"])
+
+
+@pytest.fixture(scope="module")
+def twins():
+    """cifar_resnet20 and its shared twin, float32, 16 images per chip on a v5e 2x2 slice."""
+    plans = {}
+    for model in ("cifar_resnet20", "cifar_sharesnet20"):
+        config = cifar_recipe(model)
+        config.batch_size = 64
+        plans[model] = tpu_plan.plan(config, "v5e:2x2", include_eval=False,
+                                     compiler_options=FAST)
+    return plans
+
+
+def test_flops_are_three_forward_passes(twins):
+    for plan in twins.values():
+        assert plan.tpu.chips == 4 and plan.train.per_chip_batch == 16
+        expected = 3 * 2 * preact_resnet20_macs() * 16
+        assert abs(plan.train.flops - expected) <= 0.05 * expected
+    assert twins["cifar_resnet20"].train.flops == twins["cifar_sharesnet20"].train.flops
+
+
+def test_shared_twin_all_reduces_4_bytes_less_per_removed_parameter(twins):
+    plain, shared = twins["cifar_resnet20"], twins["cifar_sharesnet20"]
+    assert set(plain.all_reduce) == {"f32"} and not plain.other_collectives
+    removed = num_params("cifar_resnet20", 10) - num_params("cifar_sharesnet20", 10)
+    saved = plain.all_reduce_total - shared.all_reduce_total
+    assert removed > 0 and abs(saved - 4 * removed) <= 0.01 * 4 * removed
+
+
+def test_resnet18_on_v4_one_device_per_chip():
+    """v4 lists two TensorCores per chip; the planner keeps one per chip (4 chips in 2x2x1)."""
+    config = imagenet_recipe("resnet18")
+    config.image_size, config.batch_size, config.eval_batch_size = 64, 32, 20
+    config.bn_group_size = 8  # per-chip BatchNorm groups (the recipe's 64 exceeds the batch)
+    plan = tpu_plan.plan(config, "v4:2x2x1", compiler_options=FAST)
+    assert (plan.tpu.chips, plan.tpu.hosts, plan.train.per_chip_batch) == (4, 1, 8)
+    expected = 3 * 2 * resnet18_macs() * 8
+    assert abs(plan.train.flops - expected) <= 0.05 * expected
+    assert plan.eval.per_chip_batch == 5 and plan.eval.compiled.memory.total > 0
+    assert 0 < plan.train.compiled.memory.total < tpu_plan.CHIPS["v4"].hbm_usable
+    table = tpu_plan.format_plan(plan)
+    assert "ESTIMATE" in table and "v4:2x2x1: 4 chips, 1 host(s)" in table
+
+
+def test_float32_grad_reduce_under_bfloat16():
+    """grad_reduce_dtype='float32': every gradient all-reduce is float32, one per parameter
+    (4 bytes each, plus BatchNorm's float32 statistics), where 'auto' reduces bfloat16."""
+    config = cifar_recipe("cifar_sharesnet20")
+    config.batch_size, config.dtype, config.grad_reduce_dtype = 64, "bfloat16", "float32"
+    plan = tpu_plan.plan(config, "v5e:2x2", include_eval=False, compiler_options=FAST)
+    assert set(plan.all_reduce) == {"f32"}
+    params = 4 * num_params("cifar_sharesnet20", 10)
+    assert params <= plan.all_reduce_total <= 1.1 * params
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "sharesnet_jax.aot", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_over_capacity_exits_1_with_one_line():
+    result = cli("--config=configs/default.py", "--topology=v5e:2x2", "--fast_compile",
+                 "--noeval", "--config.batch_size=262144")
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr and len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: cifar_sharesnet20 at 65536 images per chip needs ")
+    assert "v5e chip has" in lines[0] and "fits" in lines[0]
+
+
+def test_unknown_topology_is_one_line():
+    result = cli("--config=configs/default.py", "--topology=v9x:2x2")
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and "Traceback" not in result.stderr
+    assert "v4, v5e, v5p, v6e" in lines[0] and "--topology=v5e:2x4" in lines[0]
+
+
+def test_parse_out_of_memory():
+    assert tpu_plan.parse_out_of_memory(
+        "RESOURCE_EXHAUSTED: Ran out of memory on HBM ... (23.97G) exceeds available HBM "
+        "(15.75G)") == (int(23.97 * 2**30), int(15.75 * 2**30))
+    assert tpu_plan.parse_out_of_memory("Used 20.5G of 15.75G hbm.")[0] == int(20.5 * 2**30)
+    assert tpu_plan.parse_out_of_memory("something else") == (None, None)
+
+
+def test_all_reduce_bytes_counts_tuple_operands():
+    hlo = textwrap.dedent("""\
+        %all-reduce.1 = (f32[3,3,16,16]{3,2,1,0}, bf16[10]{0}) all-reduce(%a, %b), to_apply=%add
+        %ars = f32[64]{0:T(128)} all-reduce-start(f32[64]{0} %c), to_apply=%add
+        %ard = f32[64]{0} all-reduce-done(f32[64]{0} %ars)
+        %x = f32[8]{0} add(%y, %z)""")
+    assert tpu_plan.all_reduce_bytes(hlo) == {"f32": 4 * (2304 + 64), "bf16": 20}
+
+
+def test_all_reduce_in_a_while_loop_counts_once_per_iteration():
+    """Scanned stages all-reduce inside a while loop: bytes x the trip count of its condition."""
+    hlo = textwrap.dedent("""\
+        %body (p: (s32[], f32[16])) -> (s32[], f32[16]) {
+          %ar = f32[16]{0} all-reduce(f32[16]{0} %g), to_apply=%add
+        }
+
+        %cond (p: (s32[], f32[16])) -> pred[] {
+          %n = s32[] constant(5)
+          ROOT %lt = pred[] compare(s32[] %i, s32[] %n), direction=LT
+        }
+
+        ENTRY %main (x: f32[16]) -> f32[16] {
+          %w = (s32[], f32[16]) while((s32[], f32[16]) %t), condition=%cond, body=%body
+          %ar2 = bf16[8]{0} all-reduce(bf16[8]{0} %h), to_apply=%add
+        }
+        """)
+    assert tpu_plan.all_reduce_bytes(hlo) == {"f32": 5 * 64, "bf16": 16}
+
+
+class _Device:
+    device_kind, id = "TPU v5 lite", 0
+
+    def __init__(self, limit):
+        self._limit = limit
+
+    def memory_stats(self):
+        return None if self._limit is None else {"bytes_limit": self._limit}
+
+
+class _Compiled:
+    def memory_analysis(self):
+        return type("Stats", (), dict(
+            argument_size_in_bytes=100, output_size_in_bytes=100, alias_size_in_bytes=100,
+            temp_size_in_bytes=800, generated_code_size_in_bytes=24))()
+
+
+def test_check_fits_device():
+    tpu_plan.check_fits_device(_Compiled(), _Device(2**20))
+    tpu_plan.check_fits_device(_Compiled(), _Device(None))  # CPU: no limit, no check
+    with pytest.raises(UserError, match="needs .* per device but TPU v5 lite 0 has"):
+        tpu_plan.check_fits_device(_Compiled(), _Device(900))  # needs 924
+
+
+_EQUAL_STEPS = """
+import os
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+os.environ["JAX_PLATFORMS"] = "cpu"
+import jax, jax.numpy as jnp
+from sharesnet_jax.data import synthetic
+from sharesnet_jax.training import optim, sharding, steps
+from sharesnet_jax.training.recipes import cifar_recipe
+from sharesnet_jax.training.run_setup import build_model
+config = cifar_recipe("cifar_sharesnet8")
+info = synthetic.synthetic_info(16, 10)
+model, mesh = build_model(config, 10), sharding.make_data_mesh()
+schedule = optim.learning_rate_schedule(config, 10, 100)
+tx = optim.create_optimizer(config, schedule)
+state = steps.create_replicated_state(model, tx, 0, info.image_shape, mesh)
+batch = synthetic.synthetic_batch(info, sharding.batch_sharded(mesh), 16, 0)
+new = {}
+for mode in ("auto", "float32"):
+    step = steps.make_train_step(model, tx, schedule, info.mean, info.std,
+                                 grad_reduce_dtype=mode, mesh=mesh)
+    new[mode] = steps.jit_on_mesh(step, mesh, donate_state=False)(state, batch)
+(a, ma), (b, mb) = new["auto"], new["float32"]
+gap = max(jax.tree.leaves(jax.tree.map(lambda x, y: float(jnp.max(jnp.abs(x - y))),
+                                       (a.params, a.batch_stats), (b.params, b.batch_stats))))
+assert gap < 1e-5 and abs(float(ma["loss"]) - float(mb["loss"])) < 1e-5, gap
+print("equal")
+"""
+
+
+def test_float32_grad_reduce_step_equals_auto_on_4_devices():
+    """Same step on 4 CPU devices: shard_map + float32 pmean + synced BatchNorm gives the
+    update of the global-batch step (float32 compute, so to rounding)."""
+    result = subprocess.run([sys.executable, "-c", _EQUAL_STEPS], cwd=ROOT, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0 and "equal" in result.stdout, result.stderr[-2000:]
+
+
+class _Accelerator:
+    """What the trainer reads of a GPU: its platform and memory limit (here tiny)."""
+
+    platform, device_kind, id = "gpu", "Fake GPU", 0
+
+    def memory_stats(self):
+        return {"bytes_limit": 1024}
+
+
+def test_trainer_refuses_a_step_that_exceeds_device_memory_before_running_it(monkeypatch,
+                                                                             tmp_path):
+    from sharesnet_jax import train
+    from tests.helpers import tiny_config
+
+    monkeypatch.setattr("jax.local_devices", lambda *a, **k: [_Accelerator()])
+    config = tiny_config(dataset="synthetic", model="cifar_sharesnet8", image_size=8,
+                         num_classes=10, batch_size=4, eval_batch_size=4)
+    with pytest.raises(UserError, match=r"the train step needs .* per device but Fake GPU 0 "
+                                        r"has 0\.00 GiB: lower --config.batch_size"):
+        train.train_and_evaluate(config, str(tmp_path))
+    assert not (tmp_path / "checkpoints").exists() or not any((tmp_path / "checkpoints").iterdir())
