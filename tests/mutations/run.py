@@ -105,7 +105,7 @@ MUTATIONS = [
         "every_process_reads_share_0", TRAINER,
         "start_step=start_step, process_index=jax.process_index(),",
         "start_step=start_step, process_index=0,",
-        ("tests/training/test_multihost.py",),
+        ("tests/training/test_multihost.py", "-k", "reads_this_processs_share"),
         "every process trains on process 0's share of the data"),
     Mutation(
         "resume_restarts_from_step_0", TRAINER,
@@ -123,13 +123,13 @@ MUTATIONS = [
         "pipeline_resume_position_lost", PIPELINE,
         "first_example=step_in_epoch * local_batch_size,",
         "first_example=0,",
-        ("tests/data/test_pipeline.py", "-k", "resume"),
+        ("tests/data/test_pipeline.py", "tests/data/test_shares.py", "-k", "resume"),
         "the pipeline restarts the epoch instead of continuing within it"),
     Mutation(
         "pipeline_train_share_ignored", PIPELINE,
         "source, sources.train_split(config), process_index=process_index, process_count=process_count,",
         "source, sources.train_split(config), process_index=0, process_count=process_count,",
-        ("tests/data/test_pipeline.py", "-k", "process"),
+        ("tests/data/test_shares.py",),
         "the pipeline reads process 0's training share on every process"),
 ]
 
