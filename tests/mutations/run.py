@@ -28,7 +28,8 @@ import tempfile
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-COPIED = ("sharesnet_jax", "tests", "configs", "pyproject.toml", "README.md", "constraints.txt")
+COPIED = ("sharesnet_jax", "tests", "configs", "benchmarks", "colab", ".ci", "pyproject.toml", "README.md",
+          "constraints.txt")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,7 +64,7 @@ MUTATIONS = [
         "unshare_block2_3x3", LAYERS,
         "x, train, kernel if slots_per_block[index] else None)",
         "x, train, kernel if slots_per_block[index] and index != 1 else None)",
-        ("tests/models/test_models.py",),
+        ("tests/models/test_models.py", "-k", "exact_parameter_counts or distinct_3x3"),
         "block 2 of each stage gets its own 3x3 instead of the shared one (loop impl)"),
     Mutation(
         "conv_init_changed", LAYERS,
