@@ -115,6 +115,12 @@ MUTATIONS = [
         ("tests/training/test_trainer.py", "-k", "restarted"),
         "a run 'resumes' (and says so) but trains from step 0 again"),
     Mutation(
+        "resume_restarts_from_step_0_cli", TRAINER,
+        "state = restored[1]",
+        "state = state",
+        ("tests/training/test_fault_tolerance.py", "-k", "sigterm or unreadable"),
+        "the same, seen by the command-line resume tests (SIGTERM, unreadable checkpoint)"),
+    Mutation(
         "data_restarts_at_step_0_after_resume", TRAINER,
         "batches = train_batches(config, info, mesh, start_step=step)",
         "batches = train_batches(config, info, mesh, start_step=0)",
@@ -199,7 +205,7 @@ def imported_from(root: pathlib.Path) -> str:
 
 
 def failed_tests(output: str) -> list[str]:
-    names = re.findall(r"^(?:FAILED|ERROR) (\S+)", output, re.MULTILINE)
+    names = re.findall(r"^(?:FAILED|ERROR) (.+?)(?: - .*)?$", output, re.MULTILINE)
     return [n.split("::", 1)[-1] for n in names]
 
 
