@@ -180,8 +180,6 @@ def test_gpu_bench_smoke_runs_without_tensorflow_tfds_or_clu(tmp_path):
                           env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = done.stdout
-    assert "command: python benchmarks/gpu_bench.py --smoke" in out
-    assert "jax " in out and "device(s)" in out
     rows = [line for line in out.splitlines() if line.startswith("| smoke")]
     assert len(rows) == 3
     assert not any("failed" in row or "time limit" in row or "skipped" in row for row in rows)

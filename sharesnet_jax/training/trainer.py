@@ -146,7 +146,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
         logging.info("Saving checkpoint at step %d", step)
         checkpoints.save(step, state, record)
 
-    step = int(state.step)
+    step = start_step = int(state.step)
     final = None
     if config.eval_only:
         if restored is None:
@@ -189,6 +189,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     checkpoints.close()
 
     results = {"step": step,
+               "steps_run": step - start_step,  # by this process: a resume runs only the rest
                **{k: final[k] for k in ("eval_accuracy", "eval_top5_accuracy", "eval_loss",
                                         "eval_examples")},
                "num_params": num_params,

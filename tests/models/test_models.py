@@ -178,8 +178,13 @@ def test_registry_names_and_errors():
         assert {f"wrn{wrn}", f"sharewrn{wrn}"} <= names
     for depth in (18, 34, 50, 101, 152):
         assert {f"resnet{depth}", f"sharesnet{depth}"} <= names
-    assert create_model("sharesnet50", num_classes=10).share == "paper"
-    assert create_model("sharesnet50", num_classes=10, share="all").share == "all"
+    # What the share modes build (README): ShaResNet-50 has 7 distinct 3x3 kernels and
+    # 20,469,800 parameters; share='all' also shares the strided 3x3s: 4 kernels, 17,373,224.
+    for share, kernels, params in ((None, 7, 20_469_800), ("all", 4, 17_373_224)):
+        fields = {} if share is None else {"share": share}
+        variables = abstract_variables(create_model("sharesnet50", num_classes=1000, **fields))
+        assert count_params(variables["params"]) == params, share
+        assert count_stage_conv3x3_kernels(variables["params"]) == kernels, share
     with pytest.raises(ValueError, match=r"unknown model 'sharesnet05'.*sharesnet50"):
         create_model("sharesnet05", num_classes=10)
     with pytest.raises(ValueError, match=r"no field 'dropout'"):

@@ -1,13 +1,16 @@
-"""stage_impl='scan' and remat=True compute what the plain loop computes; the layouts interchange.
+"""stage_impl='scan' and remat=True compute what the plain loop computes; the layouts interchange;
+the scan model's OWN initialisation gives every scanned block its own weights, drawn like the
+loop's; remat=True really puts a rematerialisation (checkpoint) into the gradient.
 
 Gradients through a scan of convolutions compile and run slowly on XLA:CPU, so the networks here
 are tiny (two stages of 3 and 2 blocks, width 4, batch 2, 8x8 or 16x16 images) and every jitted
 step is compiled once, with XLA's backend optimisations off (they cost more compile time than
-they save at this size and do not change what is computed). The whole family x share matrix is
-marked slow; the default run covers every family, every share mode and both impls.
+they save at this size and do not change what is computed). The default run covers the whole
+family x share matrix under both impls.
 """
 
 import functools
+import re
 
 import flax
 import flax.linen as nn
@@ -37,7 +40,7 @@ QUICK_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensiv
 
 def _model(family, share, **fields):
     name, small_fields, _ = SMALL[family]
-    return create_model(name, num_classes=NUM_CLASSES, share=share, **small_fields, **fields)
+    return create_model(name, num_classes=NUM_CLASSES, share=share, **{**small_fields, **fields})
 
 
 def _batch(family):
@@ -95,29 +98,78 @@ def _assert_trees_close(actual, expected, rtol=1e-5, atol=1e-6):
 
 def _assert_scan_equals_loop(family, share):
     loop, scan = _results(family, share, "loop"), _results(family, share, "scan")
-    _assert_trees_close(scan, loop)
+    # atol 1e-5: a few gradient entries near 1e-2 differ by ~1e-6 (summation order) in
+    # imagenet_bottleneck/'all'.
+    _assert_trees_close(scan, loop, atol=1e-5)
 
 
-QUICK_CASES = [
-    ("cifar_bottleneck", "paper"),
-    ("cifar_basic", "paper"),
-    ("imagenet_basic", "paper"),
-    ("imagenet_bottleneck", "paper"),
-    ("cifar_basic", "all"),  # shares the strided conv1 of stage 2's first block, and both tail 3x3s
-    ("imagenet_bottleneck", "none"),  # nothing shared: nothing broadcast into the scan
-]
-
-
-@pytest.mark.parametrize("family,share", QUICK_CASES)
-def test_scan_equals_loop_outputs_statistics_and_gradients(family, share):
-    _assert_scan_equals_loop(family, share)
-
-
-@pytest.mark.slow
 @pytest.mark.parametrize("share", ["none", "paper", "all"])
 @pytest.mark.parametrize("family", sorted(SMALL))
-def test_scan_equals_loop_every_family_and_share_mode(family, share):
+def test_scan_equals_loop_outputs_statistics_and_gradients(family, share):
+    # cifar_basic/'all' shares the strided conv1 of stage 2's first block and both tail 3x3s;
+    # 'none' broadcasts nothing into the scan.
     _assert_scan_equals_loop(family, share)
+
+
+def _kernels(tree):
+    """{path: array} of every conv kernel (4-D) of a params tree."""
+    flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(tree), sep="/")
+    return {path: np.asarray(leaf) for path, leaf in flat.items()
+            if path.endswith("kernel") and np.ndim(leaf) >= 4}
+
+
+@pytest.mark.parametrize("family", ["cifar_basic", "imagenet_bottleneck"])
+def test_scan_models_own_init_gives_each_block_its_own_weights_drawn_like_the_loops(family):
+    """Not via to_scan_layout: the scan model initialises itself. Wider than the other tests
+    (16 channels) so a kernel's standard deviation is measured to a few percent."""
+    side = SMALL[family][2]
+    wide = dict(stage_features=(16, 16))
+    images = jnp.zeros((1, side, side, 3))
+    scan_params = _model(family, "paper", stage_impl="scan", **wide).init(
+        jax.random.key(0), images, train=False)["params"]
+    loop_params = _model(family, "paper", **wide).init(
+        jax.random.key(0), images, train=False)["params"]
+    tail = _kernels(scan_params["stage1"][SCANNED_BLOCKS])
+    assert tail, "the scanned tail owns conv kernels"
+    for path, stacked in tail.items():
+        assert stacked.shape[0] == 2, path  # blocks 2 and 3
+        assert not np.allclose(stacked[0], stacked[1]), f"blocks 2 and 3 share {path} at init"
+    scan_kernels = _kernels(to_loop_layout({"params": scan_params})["params"])
+    loop_kernels = _kernels(loop_params)
+    assert scan_kernels.keys() == loop_kernels.keys()
+    for path, kernel in scan_kernels.items():
+        other = loop_kernels[path]
+        assert abs(float(kernel.mean())) < 4 * float(other.std()) / np.sqrt(kernel.size), path
+        assert 0.85 < float(kernel.std()) / float(other.std()) < 1.18, path
+    # every block of the loop layout differs from every other (no two blocks drawn alike)
+    blocks = [k for p, k in scan_kernels.items() if p.startswith("stage1/")]
+    for i in range(len(blocks)):
+        for j in range(i):
+            assert blocks[i].shape != blocks[j].shape or not np.allclose(blocks[i], blocks[j])
+
+
+def _gradient_jaxpr(impl, remat):
+    model = _model("cifar_basic", "paper", stage_impl=impl, remat=remat)
+    images, labels = _batch("cifar_basic")
+    variables = _loop_variables("cifar_basic", "paper")
+    if impl == "scan":
+        variables = to_scan_layout(variables)
+
+    def loss(params):
+        logits, _ = model.apply({"params": params, "batch_stats": variables["batch_stats"]},
+                                images, train=True, mutable=["batch_stats"])
+        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+    return str(jax.make_jaxpr(jax.grad(loss))(variables["params"]))
+
+
+@pytest.mark.parametrize("impl", ["loop", "scan"])
+def test_remat_puts_a_rematerialisation_into_the_gradient(impl):
+    """Equal outputs alone cannot tell remat=True from remat=False: the gradient's program must
+    hold a checkpoint (remat) primitive with remat=True, and none without."""
+    primitive = re.compile(r"\b(checkpoint|remat\d*)\[")
+    assert primitive.search(_gradient_jaxpr(impl, True))
+    assert not primitive.search(_gradient_jaxpr(impl, False))
 
 
 @pytest.mark.parametrize("impl", ["loop", "scan"])
@@ -231,9 +283,14 @@ def test_paper_networks_keep_their_exact_counts_under_scan():
 
 
 def test_stage_impl_is_validated_and_reachable_through_create_model():
-    model = create_model("sharesnet18", num_classes=10, stage_impl="scan", remat=True)
-    assert (model.stage_impl, model.remat) == ("scan", True)
-    assert create_model("cifar_resnet20", num_classes=10).stage_impl == "loop"
+    # What the fields do, not what they hold: create_model's scan model builds scanned stages,
+    # its default builds the loop.
+    scanned = abstract_variables(create_model("sharesnet18", num_classes=10, stage_impl="scan",
+                                              remat=True))
+    assert SCANNED_BLOCKS in scanned["params"]["stage1"]
+    looped = abstract_variables(create_model("cifar_resnet20", num_classes=10))
+    assert SCANNED_BLOCKS not in looped["params"]["stage1"]
+    assert {"block1", "block2", "block3"} <= set(looped["params"]["stage1"])
     with pytest.raises(ValueError, match=r"^stage_impl='unrolled' is not one of 'loop', 'scan'"):
         abstract_variables(create_model("resnet18", num_classes=10, stage_impl="unrolled"))
     with pytest.raises(ValueError, match=r"^stage_impl='Scan' is not one of 'loop', 'scan'"):

@@ -130,10 +130,11 @@ def test_two_processes_match_one_process_and_resume_after_both_are_killed(tmp_pa
     assert launcher.wait(first) == [-9, -9], launcher.tails()
     assert committed.is_dir() and not (two / "results.json").exists(), launcher.tails()
 
+    newest = max(int(name) for name in os.listdir(two / "checkpoints") if name.isdigit())
     second = launcher.start_two("second", two, SYNTHETIC)
     assert launcher.wait(second + [reference]) == [0, 0, 0], launcher.tails()
-    for process in second:
-        assert re.search(r"Resumed from checkpoint at step [246]\b", launcher.log(process))
+    # Resumed, not restarted (a restart would end the same): only the remaining steps ran.
+    assert _results(two)["steps_run"] == SYNTHETIC["num_train_steps"] - newest
     assert "over 2 process(es) (device ids by process: {0: [0, 1], 1: [" in launcher.log(second[1])
 
     expected, got = _results(one), _results(two)
@@ -169,13 +170,45 @@ def test_sigterm_to_one_process_stops_both_at_one_step_and_eval_counts_each_exam
     evaluation = launcher.start_two("eval", two, fields)
     single = train.train_and_evaluate(tiny_config(**fields), str(alone))
     assert launcher.wait(evaluation) == [0, 0], launcher.tails()
-    assert f"Resumed from checkpoint at step {stopped[0][0]}" in launcher.log(evaluation[1])
     results = _results(two)
+    assert (results["step"], results["steps_run"]) == (int(stopped[0][0]), 0)  # that checkpoint
     assert results["eval_examples"] == 300  # the digits test split
     assert single["eval_examples"] == 300
     assert single["eval_accuracy"] == results["eval_accuracy"]
     assert single["eval_top5_accuracy"] == results["eval_top5_accuracy"]
     np.testing.assert_allclose(single["eval_loss"], results["eval_loss"], rtol=1e-5)
+
+
+def test_the_trainer_reads_this_processs_share_from_the_resume_step(monkeypatch):
+    """The synthetic runs above make the same batches on every process, so they cannot see a
+    trainer that reads process 0's share everywhere: the pipelines must be asked for THIS
+    process's share (tests/data/test_shares.py checks the shares and resume positions)."""
+    from sharesnet_jax.data import pipeline
+    from sharesnet_jax.data.info import DatasetInfo
+    from sharesnet_jax.training import trainer
+
+    calls = {}
+
+    def recorder(kind):
+        def record(config, info, **kwargs):
+            calls[kind] = kwargs
+            return iter(())
+        return record
+
+    monkeypatch.setattr(jax, "process_index", lambda: 1)
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    monkeypatch.setattr(pipeline, "train_batches", recorder("train"))
+    monkeypatch.setattr(pipeline, "eval_batches", recorder("eval"))
+    monkeypatch.setattr(trainer.sharding, "prefetch_to_mesh", lambda batches, mesh: batches)
+    info = DatasetInfo(name="digits", num_classes=10, image_shape=(8, 8, 3),
+                       num_train_examples=1497, num_eval_examples=300, mean=(0.0,) * 3,
+                       std=(1.0,) * 3, augment="none", class_names=())
+    config = tiny_config(batch_size=32, eval_batch_size=64)
+    trainer.train_batches(config, info, mesh=None, start_step=7)
+    trainer.eval_batches(config, info, mesh=None, plan=None)
+    assert calls["train"] == dict(local_batch_size=16, start_step=7, process_index=1,
+                                  process_count=2)
+    assert calls["eval"] == dict(local_batch_size=32, process_index=1, process_count=2)
 
 
 def test_a_process_that_cannot_join_fails_in_one_line(tmp_path, launcher):
