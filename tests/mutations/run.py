@@ -43,6 +43,7 @@ class Mutation:
 
 
 LAYERS = "sharesnet_jax/models/layers.py"
+INIT = "sharesnet_jax/models/initialization.py"
 TRAINER = "sharesnet_jax/training/trainer.py"
 STEPS = "sharesnet_jax/training/steps.py"
 PIPELINE = "sharesnet_jax/data/pipeline.py"
@@ -67,23 +68,47 @@ MUTATIONS = [
         ("tests/models/test_models.py", "-k", "exact_parameter_counts or distinct_3x3"),
         "block 2 of each stage gets its own 3x3 instead of the shared one (loop impl)"),
     Mutation(
-        "conv_init_changed", LAYERS,
-        'conv_kernel_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")',
-        'conv_kernel_init = nn.initializers.variance_scaling(1.0, "fan_out", "normal")',
+        "conv_init_changed", INIT,
+        'conv_kernel=nn.initializers.variance_scaling(2.0, "fan_in", "normal"),',
+        'conv_kernel=nn.initializers.variance_scaling(2.0, "fan_out", "normal"),',
         ("tests/models/test_init.py",),
-        "He init replaced by a variance half as large"),
+        "the CIFAR nets' conv init uses fan_out (fb.resnet.torch's) instead of the WRN code's fan_in"),
+    Mutation(
+        "bn_scale_init_changed", INIT,
+        "norm_scale=nn.initializers.uniform(scale=1.0),  # U(0, 1)",
+        "norm_scale=nn.initializers.ones,",
+        ("tests/models/test_init.py",),
+        "the CIFAR nets' BatchNorm scales start at 1 instead of Torch's U(0, 1)"),
     Mutation(
         "bn_epsilon", LAYERS,
-        "epsilon=1e-5,",
-        "epsilon=1e-3,",
+        "options = dict(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype,",
+        "options = dict(use_running_average=not train, momentum=0.9, epsilon=1e-3, dtype=dtype,",
         ("tests/training/test_steps.py",),
         "BatchNorm epsilon 1e-3 instead of Torch's 1e-5"),
     Mutation(
         "bn_momentum", LAYERS,
-        "momentum=0.9,",
-        "momentum=0.99,",
+        "options = dict(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype,",
+        "options = dict(use_running_average=not train, momentum=0.99, epsilon=1e-5, dtype=dtype,",
         ("tests/training/test_steps.py",),
         "running averages move 10x slower than the paper's"),
+    Mutation(
+        "bn_groups_span_the_batch", "sharesnet_jax/models/batch_norm.py",
+        "axes = tuple(range(1, groups.ndim - 1))",
+        "axes = tuple(range(0, groups.ndim - 1))",
+        ("tests/models/test_batch_norm.py",),
+        "bn_group_size statistics taken over the whole batch instead of each group"),
+    Mutation(
+        "colour_jitter_fixed_order", "sharesnet_jax/data/augment.py",
+        "order = tf.argsort(tf.random.stateless_uniform([3], order_key))",
+        "order = tf.range(3)",
+        ("tests/data/test_augment.py",),
+        "brightness, contrast, saturation always in one order (fb.resnet.torch draws one per image)"),
+    Mutation(
+        "shuffle_buffer_not_full", PIPELINE,
+        "int(config.shuffle_buffer) or info.num_train_examples,",
+        "int(config.shuffle_buffer) or 64,",
+        ("tests/data/test_pipeline.py", "-k", "full_permutation"),
+        "each epoch a 64-example shuffle buffer instead of a full permutation"),
     Mutation(
         "bn_update_dropped", STEPS,
         "new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,",

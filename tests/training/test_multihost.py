@@ -143,8 +143,11 @@ def test_two_processes_match_one_process_and_resume_after_both_are_killed(tmp_pa
     assert got["eval_examples"] == expected["eval_examples"]
     np.testing.assert_allclose(got["eval_loss"], expected["eval_loss"], rtol=1e-5)
     expected_state, got_state = _final_state(one, 6), _final_state(two, 6)
-    for key in ("params", "batch_stats", "opt_state"):
-        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4),
+    # Cross-process all-reduces (gloo) sum in another order than one process's: float32
+    # rounding differences, grown over 6 steps, measured up to 2.2e-4 in parameters and 2.3e-3
+    # in momentum on an AVX-512 host. A wrong share, batch or resume differs by orders more.
+    for key, atol in (("params", 1e-3), ("batch_stats", 1e-3), ("opt_state", 1e-2)):
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-2, atol=atol),
                      got_state[key], expected_state[key])
 
 

@@ -4,7 +4,6 @@ statistics, the normalisation uses eps 1e-5, and the next step starts from the u
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
