@@ -68,7 +68,9 @@ class Checkpoints:
             self._manager.save(step, args=ocp.args.Composite(
                 state=ocp.args.StandardSave(state), record=ocp.args.JsonSave(record)), force=True)
         except Exception as err:  # noqa: BLE001 - Orbax wraps the OSError of its threads
-            raise write_failure(self.directory, step, err) from None
+            # Orbax reports the failure of the previous (asynchronous) save here, if any.
+            raise write_failure(self.directory, self._pending if self._pending >= 0 else step,
+                                err) from None
         self._pending = step
 
     def record(self, step: int) -> dict:

@@ -198,6 +198,11 @@ def _train_and_evaluate(config, workdir: str, preemption: PreemptionWatch,
             if step % config.log_every_steps == 0 or checkpoint_now:
                 skipped += _log_train_metrics(writer, pending, config.skip_nonfinite)
                 pending = []
+            if step == plan.total_steps and skipped == step - first_step:
+                raise TrainingDiverged(
+                    f"every one of the {skipped} steps of this run had a non-finite loss or "
+                    "update and was skipped: the model did not train and no results were "
+                    "written. Lower the learning rate")
             if preempted:
                 save(step)
                 checkpoints.wait()
