@@ -84,9 +84,24 @@ class Checkpoints:
         record stored beside the checkpoint first and raises a UserError when the checkpoint,
         though readable, belongs to another config."""
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
-        self._check_shapes(step, abstract)
+        try:
+            self._check_shapes(step, abstract)
+            shape_error = None
+        except UserError as err:
+            shape_error = err
         if check_record is not None:
-            check_record(self.record(step))
+            try:
+                record = self.record(step)
+            except Exception:  # noqa: BLE001 - an unreadable record: the shapes decide
+                if shape_error is not None:
+                    raise shape_error from None
+                raise
+            try:
+                check_record(record)
+            except UserError as err:  # both: the differing shape and the differing fields
+                raise UserError(f"{shape_error}; {err}" if shape_error else str(err)) from None
+        if shape_error is not None:
+            raise shape_error
         restored = self._manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract)))
         return restored["state"]
