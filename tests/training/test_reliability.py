@@ -420,6 +420,8 @@ CLI_CASES = [
      [], r"RuntimeError: boom in get_config"),
     ("imports", "import no_such_module_xyz\n\ndef get_config():\n    return None\n",
      [], r"No module named 'no_such_module_xyz'"),
+    ("tuple", None, ["--config.lr_decay_epochs=(a,2)"],
+     r"lr_decay_epochs=\('\(a,2\)',\) holds '\(a,2\)': every element must be a number"),
     ("coordinator", None, ["--coordinator_address=nohostport", "--num_processes=2",
                            "--process_id=0"], r"--coordinator_address='nohostport' is not "
                                               r"HOST:PORT"),
