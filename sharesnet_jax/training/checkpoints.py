@@ -27,17 +27,21 @@ class CheckpointWriteError(UserError):
 
 def write_failure(directory: str, step: int, err: BaseException) -> CheckpointWriteError:
     """One line naming the cause found in `err`'s chain (the OSError Orbax's threads hit)."""
-    cause, seen = err, set()
+    cause, seen, texts = err, set(), []
     while cause is not None and not isinstance(cause, OSError) and id(cause) not in seen:
         seen.add(id(cause))
+        texts.append(str(cause))
         cause = cause.__cause__ or cause.__context__
-    if isinstance(cause, OSError) and cause.errno == errno.ENOSPC:
+    # TensorStore reports a full disk as RESOURCE_EXHAUSTED ... No space left on device.
+    full = (isinstance(cause, OSError) and cause.errno == errno.ENOSPC) or any(
+        "No space left on device" in text or "RESOURCE_EXHAUSTED" in text for text in texts)
+    if full:
         reason = "disk full (no space left on device)"
     elif isinstance(cause, OSError):
         reason = f"{cause.strerror or type(cause).__name__}" + (
             f": {cause.filename}" if cause.filename else "")
     else:
-        reason = f"{type(err).__name__}: {str(err).strip().splitlines()[0][:160] if str(err).strip() else ''}"
+        reason = f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[0][:160]}"
     return CheckpointWriteError(
         f"cannot write the checkpoint of step {step} to {directory} ({reason}); the run stopped "
         "and earlier checkpoints are untouched: fix the directory (permissions, space) and rerun "

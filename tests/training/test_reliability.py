@@ -308,6 +308,22 @@ def test_immutable_checkpoint_directory_exits_in_bounded_time(tmp_path, data_dir
         _chattr("-i", checkpoints)
 
 
+def test_full_disk_is_one_line_saying_so(tmp_path, data_dir, trained):
+    # Before: several tracebacks of Orbax's threads and no line saying the disk was full.
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(disk)],
+                             capture_output=True).returncode == 0
+    if not mounted:
+        pytest.skip("needs permission to mount a small tmpfs")
+    try:
+        result = _cli(["--config=tests/tiny_config.py", f"--workdir={disk / 'work'}", *SMALL_CLI,
+                       f"--config.data_dir={data_dir}", "--config.num_train_steps=2"], timeout=150)
+        _assert_cli_error(result, r"cannot write the checkpoint of step 2 to \S+ \(disk full")
+    finally:
+        subprocess.run(["umount", str(disk)], capture_output=True)
+
+
 # --------------------------------------------------------------------------------------------
 # Warm starts and torch files.
 
