@@ -59,11 +59,15 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 def quiet_library_logs() -> None:
     """Orbax logs every save at INFO in detail and TFDS every dataset it opens: keep warnings and
-    our own lines in the console, drop their chatter."""
+    our own lines in the console, drop their chatter (and the traces of Orbax's errors)."""
     from absl import logging
 
     def keep(record) -> bool:
         chatty = "/orbax/" in record.pathname or "/tensorflow_datasets/" in record.pathname
+        if chatty and record.exc_info:
+            # Orbax logs the failures of its writer threads with their traces; the trainer
+            # reports the same failure in one line, so keep Orbax's line and drop the trace.
+            record.exc_info, record.exc_text = None, None
         return record.levelno >= std_logging.WARNING or not chatty
 
     logging.get_absl_handler().python_handler.addFilter(keep)

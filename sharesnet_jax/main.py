@@ -8,6 +8,7 @@ detects (Cloud TPU VMs, Slurm srun, Open MPI). Bad input ends in one line on std
 from __future__ import annotations
 
 import os
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # its notice bypasses the log level
@@ -31,10 +32,25 @@ _INIT_TIMEOUT = flags.DEFINE_integer("initialization_timeout", 300, "Seconds to 
                                      "process to join before exiting with an error.", lower_bound=1)
 
 
-@cli.one_line_errors
 def main(argv: list[str]) -> int:
+    code = _main(argv)
+    if code:
+        # A failed run may leave Orbax's writer threads blocked on a directory that refuses
+        # writes; interpreter shutdown would wait for them forever. The line is printed: go.
+        logging.flush()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+@cli.one_line_errors
+def _main(argv: list[str]) -> int:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    from sharesnet_jax.training import preemption
+
+    preemption.watch_early()  # SIGTERM during set-up: a clean exit 0, not a silent 143
     from sharesnet_jax.data import hide_accelerators_from_tensorflow
     from sharesnet_jax.training import cluster
 

@@ -22,6 +22,7 @@ from PIL import Image
 from sharesnet_jax import cli
 from sharesnet_jax.data import hide_accelerators_from_tensorflow
 from sharesnet_jax.data.augment import eval_image
+from sharesnet_jax.errors import UserError
 from sharesnet_jax.training.checkpoints import read_checkpoint
 from sharesnet_jax.training.run_setup import build_model
 from sharesnet_jax.training.steps import normalize
@@ -36,7 +37,8 @@ class Predictor:
         self.class_names: tuple[str, ...] = tuple(record["class_names"])
         self.image_shape = tuple(record["image_shape"])
         self.augment = record["augment"]  # the evaluation style the run resolved
-        model = build_model(record["config"], record["num_classes"])
+        # read_checkpoint hands back loop-layout variables, whatever layout the run trained in.
+        model = build_model({**record["config"], "stage_impl": "loop"}, record["num_classes"])
         mean, std = record["mean"], record["std"]
         variables = jax.device_put(variables)
 
@@ -73,13 +75,30 @@ def load(workdir: str) -> Predictor:
 
 
 def read_image(path: str, channels: int = 3) -> np.ndarray:
-    """A file as uint8 HWC; palette, grey and alpha images are converted to the model's RGB."""
+    """A file as uint8 HWC; palette, grey and alpha images are converted to the model's RGB.
+    16-bit images are scaled to 8 bits and float images with values in [0, 1] to 0..255 (PIL's
+    own conversion would clip the former to 255 and truncate the latter to 0)."""
     try:
         with Image.open(path) as image:
+            if image.mode in ("I", "F") or image.mode.startswith("I;"):
+                image = Image.fromarray(_to_uint8(np.asarray(image), image.mode))
             image = image.convert("RGB" if channels == 3 else "L")
             return np.asarray(image)
     except (OSError, ValueError) as err:
         raise ValueError(f"cannot read image: {err}") from None
+
+
+def _to_uint8(pixels: np.ndarray, mode: str) -> np.ndarray:
+    """One grey channel of 16/32-bit integers or floats -> uint8."""
+    if np.issubdtype(pixels.dtype, np.floating):
+        if not np.all(np.isfinite(pixels)) or pixels.min() < 0 or pixels.max() > 1:
+            raise ValueError(f"float image (mode {mode}) with values outside [0, 1] "
+                             f"({np.nanmin(pixels):g}..{np.nanmax(pixels):g}): save it as 8- "
+                             "or 16-bit, or scaled to [0, 1]")
+        return np.round(pixels * 255).astype(np.uint8)
+    if pixels.min() < 0 or pixels.max() > 65535:
+        raise ValueError(f"integer image (mode {mode}) with values outside 0..65535")
+    return np.round(pixels.astype(np.float64) * (255 / 65535)).astype(np.uint8)
 
 
 @cli.one_line_errors
@@ -89,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top", type=int, default=5)
     parser.add_argument("images", nargs="+")
     args = parser.parse_args(argv)
+    if args.top < 1:
+        raise UserError(f"--top={args.top} must be at least 1")
     predictor = load(args.workdir)
     failures = 0
     for path in args.images:

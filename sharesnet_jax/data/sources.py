@@ -39,7 +39,19 @@ class Source:
     # False under tfds.testing.mock_data, where info.splits is empty and sub-splits are ignored.
     split_sizes_known: bool
 
+_OPENED: dict[tuple, Source] = {}  # opened once per process: every evaluation re-reads it
+
+
 def open_source(config) -> Source:
+    # The builder class's __init__ too: under tfds.testing.mock_data it is another function.
+    key = (str(config.dataset), config.data_dir, config.download, config.manual_dir,
+           tfds.core.DatasetBuilder.__init__)
+    if key not in _OPENED:
+        _OPENED[key] = _open_source(config)
+    return _OPENED[key]
+
+
+def _open_source(config) -> Source:
     name = str(config.dataset)
     data_dir = config.data_dir or _default_data_dir()
     tfds_name = name

@@ -162,15 +162,36 @@ def _torch_rank(key: str) -> tuple[int, ...]:
 def _load_state_dict(source: Any) -> Mapping[str, Any]:
     """A mapping as is; a path is read with torch.load (tensors only, CPU)."""
     if isinstance(source, (str, os.PathLike)):
-        import torch  # lazy: only reading a .pth file needs torch
-
-        source = torch.load(os.fspath(source), map_location="cpu", weights_only=True)
+        try:
+            import torch  # lazy: only reading a .pth file needs torch
+        except ImportError:
+            raise ValueError(f"reading {os.fspath(source)!r} needs torch, which is not "
+                             'installed: pip install -e ".[torch]"') from None
+        try:
+            source = torch.load(os.fspath(source), map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001 - truncated, not a torch file, pickled code
+            first = (str(err).strip().splitlines() or [""])[0][:160]
+            raise ValueError(f"{os.fspath(source)!r} is not a readable torch state dict "
+                             f"({type(err).__name__}: {first})") from None
         if isinstance(source, Mapping) and isinstance(source.get("state_dict"), Mapping):
             source = source["state_dict"]  # a training checkpoint that wraps the state dict
     if not isinstance(source, Mapping):
         raise ValueError(f"expected a state dict (name -> tensor) or a .pth path, got "
                          f"{type(source).__name__}")
     return source
+
+
+def _numeric_shape(key: str, value: Any) -> tuple[int, ...]:
+    """The shape of a tensor or array of numbers; anything else is a one-line ValueError."""
+    try:
+        array = _to_numpy(value)
+    except Exception as err:  # noqa: BLE001 - ragged lists, objects numpy cannot take
+        raise ValueError(f"state dict entry {key!r} is not a tensor or array "
+                         f"({type(value).__name__}: {type(err).__name__})") from None
+    if array.dtype == bool or not np.issubdtype(array.dtype, np.number):
+        raise ValueError(f"state dict entry {key!r} holds {type(value).__name__} of dtype "
+                         f"{array.dtype}, not a tensor of numbers")
+    return shape_of(array)
 
 
 def from_torchvision(state_dict: Mapping[str, Any] | str | os.PathLike, model_name: str,
@@ -194,7 +215,7 @@ def from_torchvision(state_dict: Mapping[str, Any] | str | os.PathLike, model_na
     in_torch_order = sorted(expected, key=lambda path: _torch_rank(keys[path]))
     wanted = {keys[path]: _torchshape_of(expected[path].shape) for path in in_torch_order}
     counters = set(_batchnorm_counters(expected))
-    given = {k: shape_of(v) for k, v in state_dict.items() if k not in counters}
+    given = {k: _numeric_shape(k, v) for k, v in state_dict.items() if k not in counters}
     check_fit(given, wanted, f"state dict does not fit {label(model_name, model_overrides)} "
                               f"(num_classes={num_classes})")
     flat = {

@@ -7,10 +7,11 @@ mid-save never costs the last good checkpoint.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import time
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import numpy as np
@@ -21,11 +22,39 @@ from sharesnet_jax.models import to_loop_layout
 from sharesnet_jax.training.config import base_config
 
 
+class CheckpointWriteError(UserError):
+    """A checkpoint could not be written (read-only or immutable directory, disk full)."""
+
+
+def write_failure(directory: str, step: int, err: BaseException) -> CheckpointWriteError:
+    """One line naming the cause found in `err`'s chain (the OSError Orbax's threads hit)."""
+    cause, seen, texts = err, set(), []
+    while cause is not None and not isinstance(cause, OSError) and id(cause) not in seen:
+        seen.add(id(cause))
+        texts.append(str(cause))
+        cause = cause.__cause__ or cause.__context__
+    # TensorStore reports a full disk as RESOURCE_EXHAUSTED ... No space left on device.
+    full = (isinstance(cause, OSError) and cause.errno == errno.ENOSPC) or any(
+        "No space left on device" in text or "RESOURCE_EXHAUSTED" in text for text in texts)
+    if full:
+        reason = "disk full (no space left on device)"
+    elif isinstance(cause, OSError):
+        reason = f"{cause.strerror or type(cause).__name__}" + (
+            f": {cause.filename}" if cause.filename else "")
+    else:
+        reason = f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[0][:160]}"
+    return CheckpointWriteError(
+        f"cannot write the checkpoint of step {step} to {directory} ({reason}); the run stopped "
+        "and earlier checkpoints are untouched: fix the directory (permissions, space) and rerun "
+        "the same command to resume")
+
+
 class Checkpoints:
     def __init__(self, directory: str, *, max_to_keep: int = 3, asynchronous: bool = True):
         self.directory = os.path.abspath(directory)
         options = ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep, enable_async_checkpointing=asynchronous, create=True)
+        self._pending = -1  # the step of the newest save started
         self._manager = ocp.CheckpointManager(
             self.directory, options=options,
             item_handlers={"state": ocp.StandardCheckpointHandler(),
@@ -38,30 +67,60 @@ class Checkpoints:
         return self._manager.latest_step()
 
     def save(self, step: int, state: Any, record: dict) -> None:
-        self._manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state), record=ocp.args.JsonSave(record)), force=True)
+        """Starts an asynchronous save; a failure of it (or of the previous one, which Orbax
+        reports here) is a `CheckpointWriteError`."""
+        try:
+            self._manager.save(step, args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state), record=ocp.args.JsonSave(record)), force=True)
+        except Exception as err:  # noqa: BLE001 - Orbax wraps the OSError of its threads
+            # Orbax reports the failure of the previous (asynchronous) save here, if any.
+            raise write_failure(self.directory, self._pending if self._pending >= 0 else step,
+                                err) from None
+        self._pending = step
 
     def record(self, step: int) -> dict:
         return self._manager.restore(step, args=ocp.args.Composite(
             record=ocp.args.JsonRestore()))["record"]
 
-    def restore(self, step: int, target: Any) -> Any:
+    def restore(self, step: int, target: Any,
+                check_record: Callable[[dict], None] | None = None) -> Any:
         """Restores onto `target` (arrays or ShapeDtypeStructs carrying shardings), so optax
-        states keep their types and arrays land directly on the mesh."""
+        states keep their types and arrays land directly on the mesh. `check_record` sees the
+        record stored beside the checkpoint first and raises a UserError when the checkpoint,
+        though readable, belongs to another config."""
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
-        self._check_shapes(step, abstract)
+        try:
+            self._check_shapes(step, abstract)
+            shape_error = None
+        except UserError as err:
+            shape_error = err
+        if check_record is not None:
+            try:
+                record = self.record(step)
+            except Exception:  # noqa: BLE001 - an unreadable record: the shapes decide
+                if shape_error is not None:
+                    raise shape_error from None
+                raise
+            try:
+                check_record(record)
+            except UserError as err:  # both: the differing shape and the differing fields
+                raise UserError(f"{shape_error}; {err}" if shape_error else str(err)) from None
+        if shape_error is not None:
+            raise shape_error
         restored = self._manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract)))
         return restored["state"]
 
-    def restore_latest(self, target: Any) -> tuple[int, Any] | None:
+    def restore_latest(self, target: Any, check_record: Callable[[dict], None] | None = None
+                       ) -> tuple[int, Any] | None:
         """The newest checkpoint that restores. Newer unreadable ones (truncated or missing
         files, killed mid-save) are moved aside to `<directory>.skipped/` with a warning: kept
         for inspection, and out of the way of the saves that will redo their steps. Every
-        process reads the checkpoint; one that fails anywhere is skipped everywhere."""
+        process reads the checkpoint; one that fails anywhere is skipped everywhere. A readable
+        checkpoint of another model or config is a UserError, and nothing is moved."""
         for step in reversed(self.steps()):
             try:
-                restored, reason = self.restore(step, target), None
+                restored, reason = self.restore(step, target, check_record), None
             except UserError:
                 raise
             except Exception as err:  # noqa: BLE001 - any unreadable checkpoint is skipped
@@ -104,45 +163,64 @@ class Checkpoints:
                                 "different model or config")
 
     def wait(self) -> None:
-        self._manager.wait_until_finished()
+        try:
+            self._manager.wait_until_finished()
+        except Exception as err:  # noqa: BLE001 - the failure of the save in flight
+            raise write_failure(self.directory, self._pending, err) from None
 
     def close(self) -> None:
-        self._manager.close()
+        try:
+            self._manager.close()
+        except Exception as err:  # noqa: BLE001 - the failure of the save in flight
+            raise write_failure(self.directory, self._pending, err) from None
 
 
-def step_directory(source: str) -> str:
-    """A workdir, its checkpoints/ folder or one step folder -> the newest step folder in it."""
+def step_directories(source: str) -> list[str]:
+    """A workdir, its checkpoints/ folder or one step folder -> its step folders, newest first."""
     for candidate in (os.path.join(source, "checkpoints"), source):
         steps = [int(n) for n in os.listdir(candidate) if n.isdigit()] if os.path.isdir(
             candidate) else []
         if steps:
-            return os.path.join(candidate, str(max(steps)))
+            return [os.path.join(candidate, str(step)) for step in sorted(steps, reverse=True)]
     if os.path.isdir(os.path.join(source, "state")):
-        return source
+        return [source]
     raise UserError(f"{source!r} holds no checkpoint: it is neither a training workdir, its "
                     "checkpoints directory nor one step directory of this trainer")
 
 
+def step_directory(source: str) -> str:
+    """A workdir, its checkpoints/ folder or one step folder -> the newest step folder in it."""
+    return step_directories(source)[0]
+
+
 def read_checkpoint(source: str) -> tuple[dict, dict]:
-    """(record, variables) of the newest checkpoint under `source`, variables in loop layout.
+    """(record, variables) of the newest readable checkpoint under `source`, variables in loop
+    layout. An unreadable newest one (truncated files) is passed over with a warning.
 
     Read without a target: warm starts and prediction need only params and batch_stats, so
     the optimizer state's types do not matter here (the trainer's own resume uses `restore`).
     """
-    step_dir = step_directory(source)
-    try:
-        record = ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(
-            os.path.join(step_dir, "record"))
-        state = ocp.StandardCheckpointer().restore(os.path.join(step_dir, "state"))
-    except Exception as err:  # noqa: BLE001 - any unreadable source is the user's to fix
-        raise UserError(f"cannot read the checkpoint {step_dir} "
-                        f"({type(err).__name__}: {str(err).splitlines()[0][:160]})") from None
-    variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
-    # Records of older versions lack the fields added since: they ran with their defaults.
-    record["config"] = {**base_config().to_dict(), **record["config"]}
-    if record["config"]["stage_impl"] == "scan":
-        variables = to_loop_layout(variables)
-    return record, variables
+    failures = []
+    for step_dir in step_directories(source):
+        try:
+            record = ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(
+                os.path.join(step_dir, "record"))
+            state = ocp.StandardCheckpointer().restore(os.path.join(step_dir, "state"))
+            variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
+        except Exception as err:  # noqa: BLE001 - any unreadable source is the user's to fix
+            failures.append(f"{step_dir} ({type(err).__name__}: "
+                            f"{(str(err).strip().splitlines() or [''])[0][:160]})")
+            continue
+        if failures:
+            logging.warning("Passed over unreadable checkpoint(s) %s; using %s",
+                            "; ".join(failures), step_dir)
+        # Records of older versions lack the fields added since: they ran with their defaults.
+        record["config"] = {**base_config().to_dict(), **record["config"]}
+        if record["config"]["stage_impl"] == "scan":
+            variables = to_loop_layout(variables)
+        return record, variables
+    raise UserError(f"cannot read the checkpoint {failures[0]}" + (
+        f" nor {len(failures) - 1} older one(s)" if len(failures) > 1 else ""))
 
 
 def _on_every_process(ok: bool) -> bool:

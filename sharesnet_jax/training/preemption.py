@@ -17,6 +17,30 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
+_EARLY = threading.Event()  # a signal seen by `watch_early`, before the trainer's watch began
+
+
+def watch_early() -> None:
+    """From the start of a command line on, SIGTERM/SIGINT are noted instead of killing the
+    process; the trainer's `PreemptionWatch` then stops cleanly (exit 0) at its next check."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    for sig in _SIGNALS:
+        signal.signal(sig, _note_early)
+
+
+def _note_early(signum, frame) -> None:
+    logging.warning("Received %s during set-up: will stop before the first step",
+                    signal.Signals(signum).name)
+    _EARLY.set()
+    _act_at_once()
+
+
+def _act_at_once() -> None:
+    """The default handlers back: a second signal stops the process at once."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 class PreemptionWatch:
@@ -26,7 +50,9 @@ class PreemptionWatch:
         self._in_flight = None  # Several processes: the flags gathered at the previous step.
 
     def __enter__(self) -> "PreemptionWatch":
-        if threading.current_thread() is threading.main_thread():
+        if _EARLY.is_set():
+            self._requested.set()
+        elif threading.current_thread() is threading.main_thread():
             for sig in _SIGNALS:
                 self._previous[sig] = signal.signal(sig, self._on_signal)
         return self
@@ -41,6 +67,14 @@ class PreemptionWatch:
         self._requested.set()
         for sig, handler in self._previous.items():  # a second signal acts at once
             signal.signal(sig, handler)
+        if _note_early in self._previous.values():
+            _act_at_once()
+
+    def stop_during_set_up(self, stop: Exception) -> None:
+        """Raises `stop` when a signal came before the first step. A lone process only: on
+        several, the first steps' collective check makes every process stop at the same step."""
+        if (self._requested.is_set() or _EARLY.is_set()) and jax.process_count() == 1:
+            raise stop
 
     def requested(self, step: int, checkpoints) -> bool:
         """Whether to stop after `step`. On several processes every process must answer the

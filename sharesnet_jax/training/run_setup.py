@@ -45,10 +45,11 @@ def load_dataset_info(config) -> DatasetInfo:
         family = model_spec(config.model).family
         return synthetic.synthetic_info(config.image_size or family.image_size,
                                         config.num_classes or family.num_classes)
-    from sharesnet_jax.data import pipeline  # TensorFlow is imported only for real data.
+    from sharesnet_jax.data import checks, pipeline  # TensorFlow: imported only for real data.
 
     try:
-        return pipeline.load_info(config)
+        with checks.readable_files(config.dataset, config.data_dir):
+            return pipeline.load_info(config)
     except UserError:
         raise
     except ValueError as err:

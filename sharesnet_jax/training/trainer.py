@@ -29,22 +29,29 @@ from sharesnet_jax.training.checkpoints import Checkpoints
 from sharesnet_jax.training.preemption import PreemptionWatch
 from sharesnet_jax.training.run_setup import Plan, build_run, load_dataset_info
 from sharesnet_jax.training.steps import TrainState, create_replicated_state
+from sharesnet_jax.training.workdir_lock import WorkdirLock
+
 
 class TrainingDiverged(UserError):
     """The loss became NaN or Inf; nothing non-finite was checkpointed."""
+
+
+class SetUpInterrupted(Exception):
+    """SIGTERM/SIGINT arrived before the first step: nothing to checkpoint, a clean exit."""
 
 
 def train_batches(config, info: DatasetInfo, mesh, start_step: int) -> Iterator[dict]:
     if info.name == synthetic.NAME:
         return synthetic.synthetic_batches(info, sharding.batch_sharded(mesh), config.batch_size,
                                            config.seed)
-    from sharesnet_jax.data import pipeline
+    from sharesnet_jax.data import checks, pipeline
 
     batches = pipeline.train_batches(
         config, info, local_batch_size=config.batch_size // jax.process_count(),
         start_step=start_step, process_index=jax.process_index(),
         process_count=jax.process_count())
-    return sharding.prefetch_to_mesh(batches, mesh)
+    return sharding.prefetch_to_mesh(
+        checks.checked_batches(iter(batches), info, config.data_dir, start_step), mesh)
 
 
 def eval_batches(config, info: DatasetInfo, mesh, plan: Plan) -> Iterator[dict]:
@@ -52,12 +59,13 @@ def eval_batches(config, info: DatasetInfo, mesh, plan: Plan) -> Iterator[dict]:
         batch = synthetic.synthetic_batch(info, sharding.batch_sharded(mesh),
                                           config.eval_batch_size, config.seed + 1)
         return iter([batch] * plan.eval_batches)
-    from sharesnet_jax.data import pipeline
+    from sharesnet_jax.data import checks, pipeline
 
     batches = pipeline.eval_batches(
         config, info, local_batch_size=config.eval_batch_size // jax.process_count(),
         process_index=jax.process_index(), process_count=jax.process_count())
-    return sharding.prefetch_to_mesh(batches, mesh)
+    return sharding.prefetch_to_mesh(checks.checked_batches(iter(batches), info,
+                                                            config.data_dir), mesh)
 
 
 def evaluate(eval_step, state: TrainState, batches: Iterator[dict]) -> dict[str, float]:
@@ -88,17 +96,35 @@ def params_fingerprint(params: Any, batch_stats: Any) -> str:
 def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     """Trains (resuming from the newest checkpoint in `workdir`) and returns the final metrics,
     which `WORKDIR/results.json` also holds. On SIGTERM/SIGINT it checkpoints the current step
-    and returns {'step': ..., 'preempted': True} without writing results."""
-    from clu import metric_writers, parameter_overview, periodic_actions  # TensorBoard: TF.
-
+    and returns {'step': ..., 'preempted': True} without writing results (a signal during the
+    set-up, before the first step, has nothing to checkpoint and returns at once). The workdir
+    is locked for the run: a second run on it is a UserError naming the holder."""
     start_time = time.time()
     validation.check_config(config)
     workdir = validation.check_workdir(workdir)
+    validation.check_results_path(workdir)
+    with PreemptionWatch() as preemption, WorkdirLock(workdir, jax.process_index()):
+        try:
+            return _train_and_evaluate(config, workdir, preemption, start_time)
+        except SetUpInterrupted as interrupted:
+            logging.warning("Stopped by a signal during set-up, before step %s: nothing to "
+                            "checkpoint; rerun the same command to start or resume.",
+                            interrupted.args[0] + 1)
+            return {"step": interrupted.args[0], "preempted": True}
+
+
+def _train_and_evaluate(config, workdir: str, preemption: PreemptionWatch,
+                        start_time: float) -> dict[str, Any]:
+    from clu import metric_writers, parameter_overview, periodic_actions  # TensorBoard: TF.
+
     is_chief = jax.process_index() == 0
+    preemption.stop_during_set_up(SetUpInterrupted(0))
 
     info = load_dataset_info(config)
     run = build_run(config, info)
     model, plan, mesh, tx = run.model, run.plan, run.mesh, run.tx
+    validation.check_plan(config, info, plan)
+    preemption.stop_during_set_up(SetUpInterrupted(0))
     logging.info("Mesh %s over %d process(es) (device ids by process: %s); global batch %d, "
                  "%d per process; %d steps (%d per epoch)", dict(mesh.shape),
                  jax.process_count(), sharding.devices_by_process(mesh), config.batch_size,
@@ -110,12 +136,18 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     num_params = count_params(state.params)
     checkpoints = Checkpoints(os.path.join(workdir, "checkpoints"),
                               max_to_keep=config.keep_checkpoints)
-    restored = checkpoints.restore_latest(state)
+    restored = checkpoints.restore_latest(state, lambda record: validation.check_resume(
+        record["config"], config, f"the checkpoint in {checkpoints.directory}"))
     if restored is not None:
         state = restored[1]
         logging.info("Resumed from checkpoint at step %d", restored[0])
+        if restored[0] > plan.total_steps and not config.eval_only:
+            raise UserError(f"{checkpoints.directory} holds step {restored[0]}, past this run's "
+                            f"{plan.total_steps} steps: raise num_train_steps/num_epochs, or "
+                            "use --config.eval_only=True to evaluate it")
     elif config.init_from:
         state = _warm_start(config, model, tx, state, replicated)
+    preemption.stop_during_set_up(SetUpInterrupted(int(state.step)))
     record = {"config": config.to_dict(), "num_classes": info.num_classes, "augment": info.augment,
               "image_shape": list(info.image_shape), "mean": list(info.mean),
               "std": list(info.std), "class_names": list(info.class_names)}
@@ -154,34 +186,38 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
         final = run_eval(step)
     else:
         pending: list[tuple[int, dict]] = []  # per-step metrics on the device, fetched at logs
-        skipped = 0
+        skipped, first_step = 0, step
         batches = train_batches(config, info, mesh, start_step=step)
         if step < plan.total_steps:
             train_step, batches = _checked_for_device_memory(train_step, state, batches)
-        with PreemptionWatch() as preemption:
-            while step < plan.total_steps:
-                state, metrics = train_step(state, next(batches))
-                step += 1
-                pending.append((step, metrics))
-                report_progress(step)
-                preempted = preemption.requested(step, checkpoints)
-                checkpoint_now = (step % config.checkpoint_every_steps == 0
-                                  or step == plan.total_steps or preempted)
-                if step % config.log_every_steps == 0 or checkpoint_now:
-                    skipped += _log_train_metrics(writer, pending, config.skip_nonfinite)
-                    pending = []
-                if preempted:
-                    save(step)
-                    checkpoints.wait()
-                    checkpoints.close()
-                    writer.flush()
-                    logging.warning("Preempted: checkpoint at step %d written; exiting. Rerun "
-                                    "the same command to resume.", step)
-                    return {"step": step, "preempted": True}
-                if step % plan.eval_every_steps == 0 or step == plan.total_steps:
-                    final = run_eval(step)
-                if checkpoint_now:
-                    save(step)
+        while step < plan.total_steps:
+            state, metrics = train_step(state, next(batches))
+            step += 1
+            pending.append((step, metrics))
+            report_progress(step)
+            preempted = preemption.requested(step, checkpoints)
+            checkpoint_now = (step % config.checkpoint_every_steps == 0
+                              or step == plan.total_steps or preempted)
+            if step % config.log_every_steps == 0 or checkpoint_now:
+                skipped += _log_train_metrics(writer, pending, config.skip_nonfinite)
+                pending = []
+            if step == plan.total_steps and skipped == step - first_step:
+                raise TrainingDiverged(
+                    f"every one of the {skipped} steps of this run had a non-finite loss or "
+                    "update and was skipped: the model did not train and no results were "
+                    "written. Lower the learning rate")
+            if preempted:
+                save(step)
+                checkpoints.wait()
+                checkpoints.close()
+                writer.flush()
+                logging.warning("Preempted: checkpoint at step %d written; exiting. Rerun "
+                                "the same command to resume.", step)
+                return {"step": step, "preempted": True}
+            if step % plan.eval_every_steps == 0 or step == plan.total_steps:
+                final = run_eval(step)
+            if checkpoint_now:
+                save(step)
         if skipped:
             logging.warning("%d steps had a non-finite loss and were skipped", skipped)
         final = final or run_eval(step)
@@ -196,7 +232,12 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
                "params_fingerprint": params_fingerprint(state.params, state.batch_stats),
                "wall_seconds": round(time.time() - start_time, 2)}
     if is_chief:
-        _write_json_atomically(os.path.join(workdir, "results.json"), results)
+        try:
+            _write_json_atomically(os.path.join(workdir, "results.json"), results)
+        except OSError as err:
+            reason = "disk full" if err.errno == 28 else (err.strerror or str(err))
+            raise UserError(f"cannot write {workdir}/results.json ({reason}); the checkpoint "
+                            f"of step {step} holds the trained model") from None
     writer.flush()
     logging.info("Final: step %d, eval accuracy %.4f (top-5 %.4f), %s parameters, %.1f s",
                  step, results["eval_accuracy"], results["eval_top5_accuracy"],
