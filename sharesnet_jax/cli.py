@@ -6,12 +6,16 @@ from __future__ import annotations
 import functools
 import logging as std_logging
 import sys
+import threading
 from typing import Callable
 
 from sharesnet_jax.errors import UserError
 
 
 def fail(message: str, status: int = 2) -> int:
+    # The one line says what failed; background threads dying with the run (Orbax's writers
+    # after a failed write) would only add traces after it.
+    threading.excepthook = lambda args: None
     print(f"error: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
     return status
 
@@ -71,3 +75,10 @@ def quiet_library_logs() -> None:
         return record.levelno >= std_logging.WARNING or not chatty
 
     logging.get_absl_handler().python_handler.addFilter(keep)
+
+    def one_line(args) -> None:  # a background thread's failure, without its trace
+        name = args.thread.name if args.thread else "?"
+        print(f"warning: background thread {name}: {args.exc_type.__name__}: {args.exc_value}",
+              file=sys.stderr, flush=True)
+
+    threading.excepthook = one_line

@@ -100,8 +100,7 @@ BAD_CONFIGS = [
     (dict(label_smoothing=1.5), r"label_smoothing=1.5 must be a finite number in \[0, 1\)"),
     (dict(dropout_rate=1.0), r"dropout_rate=1.0 must be a finite number in \[0, 1\)"),
     (dict(warmup_epochs=-1.0), r"warmup_epochs=-1.0 must be a finite number >= 0"),
-    (dict(shuffle_buffer=0), r"shuffle_buffer=0 must be at least 1"),
-    (dict(shuffle_buffer=-5), r"shuffle_buffer=-5 must be at least 1"),
+    (dict(shuffle_buffer=-5), r"shuffle_buffer=-5 must be positive \(1: no shuffling\), or 0"),
     (dict(lr_decay_epochs=("a", 2)), r"lr_decay_epochs=\('a', 2\) holds 'a': every element must "
                                      r"be a number"),
     (dict(batch_size=4096), r"batch_size=4096 is larger than the \d+ training examples of "
