@@ -16,6 +16,7 @@ def fail(message: str, status: int = 2) -> int:
     # The one line says what failed; background threads dying with the run (Orbax's writers
     # after a failed write) would only add traces after it.
     threading.excepthook = lambda args: None
+    sys.unraisablehook = lambda args: None
     print(f"error: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
     return status
 
@@ -76,9 +77,20 @@ def quiet_library_logs() -> None:
 
     logging.get_absl_handler().python_handler.addFilter(keep)
 
-    def one_line(args) -> None:  # a background thread's failure, without its trace
-        name = args.thread.name if args.thread else "?"
-        print(f"warning: background thread {name}: {args.exc_type.__name__}: {args.exc_value}",
-              file=sys.stderr, flush=True)
+    def one_line(exc_type, exc_value, where: str) -> None:
+        print(f"warning: {where}: {exc_type.__name__}: {exc_value}", file=sys.stderr, flush=True)
 
-    threading.excepthook = one_line
+    # A background thread's failure, and an exception a library's native callback prints from
+    # its own thread (tensorstore's, when a disk fills), as one warning line without the trace.
+    threading.excepthook = lambda args: one_line(
+        args.exc_type, args.exc_value, f"background thread {getattr(args.thread, 'name', '?')}")
+    sys.unraisablehook = lambda args: one_line(args.exc_type, args.exc_value, "ignored")
+    main_thread_hook = sys.excepthook
+
+    def excepthook(exc_type, exc_value, trace) -> None:
+        if threading.current_thread() is threading.main_thread():
+            main_thread_hook(exc_type, exc_value, trace)  # a bug in the run itself: its trace
+        else:
+            one_line(exc_type, exc_value, f"thread {threading.current_thread().name}")
+
+    sys.excepthook = excepthook

@@ -28,11 +28,6 @@ CLI_OVERRIDES = [f"--config.{k}={v}" for k, v in RUN_FIELDS.items()]
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("tfds"))
-
-
-@pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory, data_dir):
     workdir = tmp_path_factory.mktemp("uninterrupted")
     return train.train_and_evaluate(tiny_config(data_dir=data_dir, **RUN_FIELDS), str(workdir))

@@ -37,11 +37,6 @@ def small(data_dir, **fields) -> ml_collections.ConfigDict:
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("tfds"))
-
-
-@pytest.fixture(scope="module")
 def trained(tmp_path_factory, data_dir):
     """A finished small run: (workdir, its results)."""
     workdir = tmp_path_factory.mktemp("trained")

@@ -19,11 +19,6 @@ from tests.helpers import ROOT, tiny_config
 
 
 
-@pytest.fixture
-def data_dir(tmp_path_factory):
-    return str(tmp_path_factory.getbasetemp() / "tfds")
-
-
 def test_digits_run_learns_and_writes_results(tmp_path, data_dir, caplog):
     caplog.set_level("INFO")
     # A cosine decay: early on, BatchNorm's running averages lag the fast-moving weights and
