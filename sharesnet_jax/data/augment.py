@@ -196,13 +196,12 @@ def center_crop(image: tf.Tensor, hw: tuple[int, int]) -> tf.Tensor:
     return tf.slice(image, [top, left, 0], [hw[0], hw[1], -1])
 
 
-def resize_shorter_side_and_center_crop(
-    image: tf.Tensor, hw: tuple[int, int], resize_ratio: float
-) -> tf.Tensor:
+def resize_shorter_side_and_center_crop(image: tf.Tensor, hw: tuple[int, int]) -> tf.Tensor:
+    """CIFAR-style fitting of a variable-size image: the shorter side to the crop's longer side
+    (bilinear), then the centre."""
     shape = tf.shape(image)
     height, width = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
-    shorter_side_target = round(max(hw) * resize_ratio)
-    scale = shorter_side_target / tf.minimum(height, width)
+    scale = max(hw) / tf.minimum(height, width)
     resized_h = tf.maximum(hw[0], tf.cast(tf.round(height * scale), tf.int32))
     resized_w = tf.maximum(hw[1], tf.cast(tf.round(width * scale), tf.int32))
     resized = resize_uint8(image, tf.stack([resized_h, resized_w]))
@@ -217,7 +216,7 @@ def fit_to_size(image: tf.Tensor, hw: tuple[int, int]) -> tf.Tensor:
         return image
     if None not in static_hw:
         return resize_uint8(image, hw)
-    return resize_shorter_side_and_center_crop(image, hw, resize_ratio=1.0)
+    return resize_shorter_side_and_center_crop(image, hw)
 
 
 def resize_uint8(image: tf.Tensor, hw) -> tf.Tensor:

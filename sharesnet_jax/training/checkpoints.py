@@ -188,11 +188,6 @@ def step_directories(source: str) -> list[str]:
                     "checkpoints directory nor one step directory of this trainer")
 
 
-def step_directory(source: str) -> str:
-    """A workdir, its checkpoints/ folder or one step folder -> the newest step folder in it."""
-    return step_directories(source)[0]
-
-
 def read_checkpoint(source: str) -> tuple[dict, dict]:
     """(record, variables) of the newest readable checkpoint under `source`, variables in loop
     layout. An unreadable newest one (truncated files) is passed over with a warning.
