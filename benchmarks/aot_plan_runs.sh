@@ -1,52 +1,60 @@
 #!/usr/bin/env bash
-# The TPU planner measurements (compile time vs depth; ImageNet and paper configs on TPU
-# slices), run one at a time, niced, each capped by `timeout`. Usage:
-#   [CAP=seconds] benchmarks/aot_plan_runs.sh OUTDIR [a|b|c|d ...]
-# Each run's table (or one-line error) goes to OUTDIR/<name>.txt, its wall time to OUTDIR/times.
+# The TPU planner measurements behind README "Before you rent a TPU", run one at a time (each
+# compile uses both cores of a 2-core machine: never run two), each capped by `timeout`. Usage:
+#   [CAP=seconds] benchmarks/aot_plan_runs.sh OUTDIR PART [PART ...]
+# PART is one of
+#   depth                 compile time vs depth: cifar_sharesnet164/1001, scan and loop, v5e:2x2
+#   pod                   ImageNet ShaResNet-152 vs ResNet-152, global batch 4096 on v5e:16x16,
+#                         scan + remat, scan and loop
+#   paper:TOPOLOGY[:IMPL] the 14 paper configs at their paper batch sizes (ImageNet 256, CIFAR
+#                         128), bfloat16, stage_impl IMPL (default scan), on TOPOLOGY
+# Each run's table (or one-line error) goes to OUTDIR/<name>.txt, its exit code and wall time to
+# OUTDIR/times; benchmarks/aot_plan_table.py turns them into the README's tables.
 set -u
 out=${1:?OUTDIR}; shift
 mkdir -p "$out"
-cap=${CAP:-240}
+cap=${CAP:-900}
+cd "$(dirname "$0")/.."
 
 run() {  # run NAME CONFIG TOPOLOGY [FLAGS...]
   local name=$1 config=$2 topology=$3; shift 3
   local start=$(date +%s)
-  nice -n 15 timeout "$cap" python -m sharesnet_jax.aot --config="configs/$config" \
+  timeout "$cap" python -m sharesnet_jax.aot --config="configs/$config" \
     --topology="$topology" --noeval --nofit_search "$@" >"$out/$name.txt" 2>&1
   local rc=$?
   echo "$name rc=$rc wall=$(( $(date +%s) - start ))s :: $config $topology $*" | tee -a "$out/times"
 }
 
-for part in "${@:-a b c}"; do
+PAPER_CONFIGS="imagenet_sharesnet152 imagenet_resnet152 imagenet_sharesnet101 imagenet_resnet101
+  imagenet_sharesnet50 imagenet_resnet50 imagenet_sharesnet34 imagenet_resnet34
+  cifar10_sharesnet164 cifar10_resnet164 cifar10_sharewrn40_4 cifar10_wrn40_4
+  cifar100_sharewrn28_10 cifar100_wrn28_10"
+
+for part in "$@"; do
   case $part in
-    a)  # compile time vs depth, v5e:2x2, global batch 128, float32 (the CIFAR recipe)
+    depth)  # float32 as the CIFAR recipe; global batch 64 (16 per chip): scanned 1001 at 128
+            # needs 18.98 GiB per v5e chip and would not fit
       for impl in scan loop; do
-        run "a_sharesnet164_$impl" cifar10_sharesnet164.py v5e:2x2 --config.stage_impl=$impl
-        run "a_sharesnet1001_$impl" cifar10_sharesnet164.py v5e:2x2 \
-          --config.model=cifar_sharesnet1001 --config.stage_impl=$impl
-      done ;;
-    b)  # ImageNet 152-layer twins, bfloat16, global batch 4096 on v5e:16x16 (16 per chip)
-      for model in sharesnet152 resnet152; do
-        run "b_${model}_scan_remat" imagenet_$model.py v5e:16x16 --config.dtype=bfloat16 \
-          --config.batch_size=4096 --config.stage_impl=scan --config.remat=True
-        run "b_${model}_scan" imagenet_$model.py v5e:16x16 --config.dtype=bfloat16 \
-          --config.batch_size=4096 --config.stage_impl=scan
-        run "b_${model}_loop" imagenet_$model.py v5e:16x16 --config.dtype=bfloat16 \
-          --config.batch_size=4096 --config.stage_impl=loop
-      done ;;
-    c)  # paper configs at the paper's batch sizes (ImageNet 256, CIFAR 128), bfloat16, scan
-      for topology in v5e:2x4 v5p:2x2x1 v6e:2x4; do
-        for config in imagenet_sharesnet152.py imagenet_resnet152.py cifar10_sharesnet164.py; do
-          run "c_${config%.py}_${topology}" $config $topology --config.dtype=bfloat16 \
-            --config.stage_impl=scan
+        for model in cifar_sharesnet164 cifar_sharesnet1001; do
+          run "depth_${model}_$impl" cifar10_sharesnet164.py v5e:2x2 --config.model=$model \
+            --config.batch_size=64 --config.stage_impl=$impl
         done
       done ;;
-    d)  # what fitted in the time left after c's ImageNet rows hit the cap (run with CAP=480)
-      run d_imagenet_sharesnet152_v5e:2x4 imagenet_sharesnet152.py v5e:2x4 \
-        --config.dtype=bfloat16 --config.stage_impl=scan
-      for topology in v5p:2x2x1 v6e:2x4; do
-        run "d_cifar10_sharesnet164_${topology}" cifar10_sharesnet164.py $topology \
-          --config.dtype=bfloat16 --config.stage_impl=scan
+    pod)
+      for model in sharesnet152 resnet152; do
+        for layout in "scan True" "scan False" "loop False"; do
+          set -- $layout
+          run "pod_${model}_$1_remat$2" imagenet_$model.py v5e:16x16 --config.dtype=bfloat16 \
+            --config.batch_size=4096 --config.stage_impl=$1 --config.remat=$2
+        done
       done ;;
+    paper:*)
+      IFS=: read -r _ generation shape impl <<<"$part"
+      impl=${impl:-scan}
+      for config in $PAPER_CONFIGS; do
+        run "paper_${config}_${generation}-${shape}_$impl" $config.py "$generation:$shape" \
+          --config.dtype=bfloat16 --config.stage_impl=$impl
+      done ;;
+    *) echo "unknown part $part" >&2; exit 2 ;;
   esac
 done

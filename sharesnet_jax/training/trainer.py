@@ -124,6 +124,7 @@ def _train_and_evaluate(config, workdir: str, preemption: PreemptionWatch,
     run = build_run(config, info)
     model, plan, mesh, tx = run.model, run.plan, run.mesh, run.tx
     validation.check_plan(config, info, plan)
+    _refuse_known_compiler_crash(model)
     preemption.stop_during_set_up(SetUpInterrupted(0))
     logging.info("Mesh %s over %d process(es) (device ids by process: %s); global batch %d, "
                  "%d per process; %d steps (%d per epoch)", dict(mesh.shape),
@@ -243,6 +244,19 @@ def _train_and_evaluate(config, workdir: str, preemption: PreemptionWatch,
                  step, results["eval_accuracy"], results["eval_top5_accuracy"],
                  f"{num_params:,}", results["wall_seconds"])
     return results
+
+
+def _refuse_known_compiler_crash(model) -> None:
+    """On a TPU whose libtpu is known to crash compiling this model's layout, one line now
+    rather than a segmentation fault minutes into the first compile."""
+    device = jax.local_devices()[0]
+    if device.platform != "tpu":
+        return
+    from sharesnet_jax.training.tpu.chips import generation_of, refuse_known_compiler_crash
+
+    generation = generation_of(device)
+    if generation:
+        refuse_known_compiler_crash(generation, model.stage_impl)
 
 
 def _checked_for_device_memory(train_step, state: TrainState,

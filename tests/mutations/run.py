@@ -47,6 +47,7 @@ INIT = "sharesnet_jax/models/initialization.py"
 TRAINER = "sharesnet_jax/training/trainer.py"
 STEPS = "sharesnet_jax/training/steps.py"
 PIPELINE = "sharesnet_jax/data/pipeline.py"
+PLANNER = "sharesnet_jax/training/tpu/plan.py"
 
 MUTATIONS = [
     Mutation(
@@ -163,6 +164,18 @@ MUTATIONS = [
         "source, sources.train_split(config), process_index=0, process_count=process_count,",
         ("tests/data/test_shares.py",),
         "the pipeline reads process 0's training share on every process"),
+    Mutation(
+        "planner_known_crash_unguarded", PLANNER,
+        "refuse_known_compiler_crash(tpu.chip.generation, built.model.stage_impl)",
+        "pass",
+        ("tests/training/test_tpu_plan.py", "-k", "v6e_scan"),
+        "the planner compiles a layout its libtpu is known to crash on (a segfault, no line)"),
+    Mutation(
+        "trainer_known_crash_unguarded", TRAINER,
+        "_refuse_known_compiler_crash(model)",
+        "pass",
+        ("tests/training/test_tpu_plan.py", "-k", "trainer_refuses_a_known"),
+        "the trainer compiles, on a real v6e, a layout its libtpu is known to crash on"),
 ]
 
 

@@ -251,3 +251,82 @@ def test_trainer_refuses_a_step_that_exceeds_device_memory_before_running_it(mon
                                         r"has 0\.00 GiB: lower --config.batch_size"):
         train.train_and_evaluate(config, str(tmp_path))
     assert not (tmp_path / "checkpoints").exists() or not any((tmp_path / "checkpoints").iterdir())
+
+
+# ---------------------------------------------------------------------------------------------
+# libtpu releases known to crash on a layout: refused in one line, never a segfault.
+
+
+def test_known_compiler_crash_is_refused_for_that_release_generation_and_layout_only():
+    refuse = tpu_plan.refuse_known_compiler_crash
+    for version in ("0.0.42", "0.0.42.1"):
+        with pytest.raises(tpu_plan.PlanError, match=rf"libtpu {version} crashes .* "
+                                                     r"--config.stage_impl=loop"):
+            refuse("v6e", "scan", version)
+    for args in (("v6e", "loop", "0.0.42.1"), ("v5e", "scan", "0.0.42.1"),
+                 ("v6e", "scan", "0.0.46.3"), ("v6e", "scan", "0.0.420")):
+        refuse(*args)
+
+
+def test_v6e_scan_with_the_pinned_libtpu_is_one_line_not_a_segfault():
+    """The pinned libtpu (0.0.42.1) dies with SIGSEGV compiling a scanned CIFAR net's gradient
+    for v6e; the planner says so before compiling (without the guard this exits -11/139)."""
+    assert tpu_plan.libtpu_version().startswith("0.0.42")
+    result = cli("--config=configs/default.py", "--topology=v6e:2x2", "--noeval",
+                 "--config.stage_impl=scan")
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "crashes (segmentation fault)" in lines[0] and "stage_impl=loop" in lines[0]
+
+
+class _V6e:
+    platform, device_kind, id = "tpu", "TPU v6 lite", 0
+
+
+def test_trainer_refuses_a_known_compiler_crash_before_compiling(monkeypatch, tmp_path):
+    from sharesnet_jax import train
+    from tests.helpers import tiny_config
+
+    assert tpu_plan.generation_of(_V6e()) == "v6e"
+    monkeypatch.setattr("jax.local_devices", lambda *a, **k: [_V6e()])
+    config = tiny_config(dataset="synthetic", model="cifar_sharesnet8", image_size=8,
+                         num_classes=10, batch_size=4, eval_batch_size=4, stage_impl="scan")
+    with pytest.raises(UserError, match="crashes .* for v6e: use --config.stage_impl=loop"):
+        train.train_and_evaluate(config, str(tmp_path))
+
+
+# ---------------------------------------------------------------------------------------------
+# benchmarks/aot_plan_table.py reads what the planner prints.
+
+
+def test_table_script_reads_the_planners_own_output(twins, tmp_path):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import aot_plan_table
+
+    times = []
+    for model, plan in twins.items():
+        name = f"pod_{model}"
+        (tmp_path / f"{name}.txt").write_text(tpu_plan.format_plan(plan) + "\n")
+        times.append(f"{name} rc=0 wall=9s :: cifar10_x.py v5e:2x2 --config.model={model}")
+    (tmp_path / "pod_oom.txt").write_text(
+        "error: cifar_resnet20 at 16 images per chip needs 20.00 GiB per chip; ...\n")
+    times.append("pod_oom rc=1 wall=5s :: cifar10_x.py v5e:2x2 --config.model=cifar_resnet20 "
+                 "--config.stage_impl=scan")
+    times.append("pod_slow rc=124 wall=900s :: cifar10_x.py v5e:2x2 --config.model=cifar_resnet20"
+                 " --config.stage_impl=loop --config.remat=True")
+    (tmp_path / "times").write_text("\n".join(times) + "\n")
+    runs = {r.name: r for r in aot_plan_table.read_runs(str(tmp_path))}
+
+    plain, shared = twins["cifar_resnet20"], twins["cifar_sharesnet20"]
+    row = runs["pod_cifar_resnet20"]
+    assert row.outcome == "fits" and row.per_chip_batch == "16"
+    assert row.compile_seconds == f"{plain.train.compiled.compile_seconds:.1f}"
+    assert row.hbm.startswith(f"{plain.train.compiled.memory.total / 2**30:.2f} of 15.75 GiB")
+    saved_mib = (plain.all_reduce_total - shared.all_reduce_total) / 2**20
+    savings = aot_plan_table.sharing_savings(list(runs.values()))
+    assert len(savings) == 1 and savings[0].startswith("- cifar_sharesnet20 vs cifar_resnet20")
+    assert abs(float(savings[0].split("all-reduces ")[1].split(" MiB")[0]) - saved_mib) <= 0.15
+    assert runs["pod_oom"].outcome == "does not fit (20.00 GiB needed)"
+    assert runs["pod_slow"].outcome == "stopped after 900 s (compiling)"
+    assert runs["pod_slow"].layout == "loop + remat"

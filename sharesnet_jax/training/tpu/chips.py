@@ -4,6 +4,7 @@ topology API (no TPU needed), and the planner's one-line errors."""
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
 import os
 import re
 from typing import Sequence
@@ -113,6 +114,48 @@ def tpu_slice(topology: str) -> Slice:
     devices = one_device_per_chip(description.devices)
     hosts = len({d.process_index for d in devices})
     return Slice(topology, chip, tuple(devices), hosts)
+
+
+# libtpu releases whose TPU compiler dies (SIGSEGV: no Python error, no message) on programs the
+# trainer builds, by (release prefix, generation, stage_impl). Found by this project's planner
+# (jax 0.10.2): for v6e, libtpu 0.0.42 and 0.0.42.1 crash compiling the gradient of scanned
+# stages (every CIFAR net at 32x32 tried, shared or not, 1 chip or 4); the same programs for v4,
+# v5e and v5p compile, and libtpu 0.0.46.3 and 0.0.52 compile them for v6e too. Refused in one
+# line instead, before any compile, by the planner and by the trainer on a real chip.
+KNOWN_COMPILER_CRASHES = {("0.0.42", "v6e", "scan")}
+
+
+def libtpu_version() -> str | None:
+    try:
+        return importlib.metadata.version("libtpu")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def refuse_known_compiler_crash(generation: str, stage_impl: str,
+                                version: str | None = None) -> None:
+    """Raises PlanError when this libtpu is known to crash compiling this layout for this
+    generation; `version` defaults to the installed libtpu's."""
+    version = version or libtpu_version()
+    if version is None:
+        return
+    for prefix, crashing_generation, layout in KNOWN_COMPILER_CRASHES:
+        if (generation, stage_impl) == (crashing_generation, layout) and (
+                version == prefix or version.startswith(prefix + ".")):
+            raise PlanError(
+                f"libtpu {version} crashes (segmentation fault) compiling the gradient of "
+                f"stage_impl={stage_impl!r} stages for {generation}: use "
+                "--config.stage_impl=loop, or a newer jax with its own libtpu (libtpu 0.0.46.3 "
+                "and 0.0.52 compile it)")
+
+
+# `device_kind` of each generation's devices, as libtpu's topologies name them.
+_DEVICE_KINDS = {"TPU v4": "v4", "TPU v5 lite": "v5e", "TPU v5": "v5p", "TPU v6 lite": "v6e"}
+
+
+def generation_of(device) -> str | None:
+    """The generation of a real TPU device from its `device_kind` ('TPU v6 lite' -> 'v6e')."""
+    return _DEVICE_KINDS.get(getattr(device, "device_kind", ""))
 
 
 def require_libtpu() -> None:

@@ -17,7 +17,9 @@ from sharesnet_jax.models.stats import count_params, forward_macs
 from sharesnet_jax.training import sharding
 from sharesnet_jax.training.run_setup import build_run
 from sharesnet_jax.training.steps import create_train_state
-from sharesnet_jax.training.tpu.chips import Chip, DoesNotFit, PlanError, Slice, gib, tpu_slice
+from sharesnet_jax.training.tpu.chips import (
+    Chip, DoesNotFit, PlanError, Slice, gib, refuse_known_compiler_crash, tpu_slice,
+)
 from sharesnet_jax.training.tpu.compile import Compiled, compile_step
 from sharesnet_jax.training.tpu.hlo import OutOfMemory, all_reduce_bytes, other_collectives
 
@@ -196,6 +198,7 @@ def plan(config, topology: str, *, include_eval: bool = True,
     tpu = tpu_slice(topology)
     batch = per_chip(config.batch_size, tpu.chips, "batch_size")
     built = build_steps(config, tpu)
+    refuse_known_compiler_crash(tpu.chip.generation, built.model.stage_impl)
     try:
         train = compile_step(built.train_step, built.state, built.train_batch,
                              compiler_options=compiler_options, capacity=tpu.chip.hbm_usable)
