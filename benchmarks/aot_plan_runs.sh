@@ -5,30 +5,38 @@
 # PART is one of
 #   depth                 compile time vs depth: cifar_sharesnet164/1001, scan and loop, v5e:2x2
 #   pod                   ImageNet ShaResNet-152 vs ResNet-152, global batch 4096 on v5e:16x16,
-#                         scan + remat, scan and loop
-#   paper:TOPOLOGY[:IMPL] the 14 paper configs at their paper batch sizes (ImageNet 256, CIFAR
-#                         128), bfloat16, stage_impl IMPL (default scan), on TOPOLOGY
-# Each run's table (or one-line error) goes to OUTDIR/<name>.txt, its exit code and wall time to
-# OUTDIR/times; benchmarks/aot_plan_table.py turns them into the README's tables.
+#                         each of POD_LAYOUTS (default: scan + remat, scan, loop, loop + remat)
+#   paper:TOPOLOGY[:IMPL] the paper configs (PAPER_CONFIGS, default all 14) at their paper batch
+#                         sizes (ImageNet 256, CIFAR 128), bfloat16, stage_impl IMPL (default
+#                         scan), on TOPOLOGY
+# EXTRA_FLAGS (e.g. --config.grad_reduce_dtype=float32) go to every run, TAG ends every name.
+# Each run's table (or one-line error) goes to OUTDIR/<name>.txt, its exit code, wall time and
+# libtpu release to OUTDIR/times; benchmarks/aot_plan_table.py turns them into the README's tables.
+# Another libtpu (e.g. the one a newer jax pins) is planned with, say,
+#   pip install --no-deps --target DIR libtpu==0.0.50.1; PYTHONPATH=DIR benchmarks/aot_plan_runs.sh ...
 set -u
 out=${1:?OUTDIR}; shift
 mkdir -p "$out"
 cap=${CAP:-900}
 cd "$(dirname "$0")/.."
+libtpu=$(python -c 'import importlib.metadata as m; print(m.version("libtpu"))' 2>/dev/null || echo none)
 
 run() {  # run NAME CONFIG TOPOLOGY [FLAGS...]
   local name=$1 config=$2 topology=$3; shift 3
   local start=$(date +%s)
+  set -- "$@" ${EXTRA_FLAGS:-}
+  name+=${TAG:-}
   timeout "$cap" python -m sharesnet_jax.aot --config="configs/$config" \
     --topology="$topology" --noeval --nofit_search "$@" >"$out/$name.txt" 2>&1
   local rc=$?
-  echo "$name rc=$rc wall=$(( $(date +%s) - start ))s :: $config $topology $*" | tee -a "$out/times"
+  echo "$name rc=$rc wall=$(( $(date +%s) - start ))s libtpu=$libtpu :: $config $topology $*" |
+    tee -a "$out/times"
 }
 
-PAPER_CONFIGS="imagenet_sharesnet152 imagenet_resnet152 imagenet_sharesnet101 imagenet_resnet101
+PAPER_CONFIGS=${PAPER_CONFIGS:-"imagenet_sharesnet152 imagenet_resnet152 imagenet_sharesnet101 imagenet_resnet101
   imagenet_sharesnet50 imagenet_resnet50 imagenet_sharesnet34 imagenet_resnet34
   cifar10_sharesnet164 cifar10_resnet164 cifar10_sharewrn40_4 cifar10_wrn40_4
-  cifar100_sharewrn28_10 cifar100_wrn28_10"
+  cifar100_sharewrn28_10 cifar100_wrn28_10"}
 
 for part in "$@"; do
   case $part in
@@ -42,8 +50,8 @@ for part in "$@"; do
       done ;;
     pod)
       for model in sharesnet152 resnet152; do
-        for layout in "scan True" "scan False" "loop False"; do
-          set -- $layout
+        for layout in ${POD_LAYOUTS:-scan:True scan:False loop:False loop:True}; do
+          set -- ${layout/:/ }
           run "pod_${model}_$1_remat$2" imagenet_$model.py v5e:16x16 --config.dtype=bfloat16 \
             --config.batch_size=4096 --config.stage_impl=$1 --config.remat=$2
         done

@@ -1,7 +1,7 @@
 """The README's "Before you rent a TPU" tables, from the planner outputs that
 `benchmarks/aot_plan_runs.sh OUTDIR PART ...` left in OUTDIR (one `<run>.txt` each, plus `times`).
 
-    python benchmarks/aot_plan_table.py OUTDIR
+    python benchmarks/aot_plan_table.py OUTDIR [OUTDIR ...]
 
 Every figure is read from what `python -m sharesnet_jax.aot` printed for that run; a run that
 did not finish says why (did not fit, compiler crash, stopped at the time limit). Pure Python:
@@ -25,6 +25,7 @@ class Run:
     name: str
     returncode: int
     wall_seconds: int
+    libtpu: str  # the release that compiled it
     config: str
     topology: str
     flags: str
@@ -41,8 +42,12 @@ class Run:
 
     @property
     def layout(self) -> str:
-        impl = self.flag("stage_impl", "loop")
-        return f"{impl} + remat" if self.flag("remat") == "True" else impl
+        layout = self.flag("stage_impl", "loop")
+        if self.flag("remat") == "True":
+            layout += " + remat"
+        if self.flag("grad_reduce_dtype") == "float32":
+            layout += ", f32 all-reduce"
+        return layout
 
     @property
     def outcome(self) -> str:
@@ -70,6 +75,11 @@ class Run:
         return match.group(1) if match else "-"
 
     @property
+    def global_batch(self) -> str:
+        match = re.match(r"(\d+) global", self.rows.get("batch", ""))
+        return match.group(1) if match else "-"
+
+    @property
     def hbm(self) -> str:
         total = self.rows.get("total / usable (published)", "")
         temporaries = self.rows.get("temporaries", "")
@@ -90,12 +100,24 @@ class Run:
 
     @property
     def estimate(self) -> str:
+        """The roofline's images/s per chip and the resource that bounds it. Scanned stages
+        have no HBM term (XLA's cost analysis counts a scan body once), so theirs is a looser
+        bound than the loop's."""
         value = self.rows.get("roofline step / images/s per chip", "")
-        match = re.match(r"(\S+ ms) / ([0-9,]+)", value)
-        return f"{match.group(2)} ({match.group(1)})" if match else "-"
+        match = re.match(r"(\S+) ms / ([0-9,]+)", value)
+        if not match:
+            return "-"
+        terms = {name: self.rows.get(row, "-") for name, row in (
+            ("compute", "compute-bound step"), ("HBM", "HBM-bound step"),
+            ("all-reduce", "all-reduce (ring)"))}
+        seconds = {name: float(text.split()[0]) for name, text in terms.items() if text != "-"}
+        bound = max(seconds, key=seconds.get) if seconds else "?"
+        if terms["HBM"] == "-":
+            bound += ", no HBM term"
+        return f"<= {match.group(2)} ({bound})"
 
 
-_TIMES = re.compile(r"^(\S+) rc=(-?\d+) wall=(\d+)s :: (\S+)\.py (\S+) ?(.*)$")
+_TIMES = re.compile(r"^(\S+) rc=(-?\d+) wall=(\d+)s libtpu=(\S+) :: (\S+)\.py (\S+) ?(.*)$")
 
 
 def read_runs(directory: str) -> list[Run]:
@@ -105,7 +127,7 @@ def read_runs(directory: str) -> list[Run]:
             match = _TIMES.match(line.strip())
             if not match:
                 continue
-            name, rc, wall, config, topology, flags = match.groups()
+            name, rc, wall, libtpu, config, topology, flags = match.groups()
             rows, error = {}, ""
             path = os.path.join(directory, f"{name}.txt")
             text = open(path).read() if os.path.exists(path) else ""
@@ -117,7 +139,8 @@ def read_runs(directory: str) -> list[Run]:
                 parts = re.split(r"\s{2,}", row.strip(), maxsplit=1)
                 if len(parts) == 2 and not row.startswith(" " * 6):
                     rows.setdefault(parts[0], parts[1])
-            runs.append(Run(name, int(rc), int(wall), config, topology, flags, rows, error))
+            runs.append(Run(name, int(rc), int(wall), libtpu, config, topology, flags, rows,
+                            error))
     return runs
 
 
@@ -173,10 +196,16 @@ def depth_table(runs: list[Run]) -> str:
     return text
 
 
+LAYOUT_ORDER = ("scan + remat", "scan", "loop + remat", "loop")
+
+
 def plan_table(runs: list[Run], *, with_topology: bool) -> str:
     header = ["model", *(["topology"] if with_topology else []), "stage_impl", "per chip",
               "outcome", "compile (s)", "HBM / chip (temporaries)", "all-reduce / chip / step",
-              "ESTIMATE img/s/chip (step)"]
+              "ESTIMATE img/s/chip (bound by)"]
+    models = list(dict.fromkeys(r.model for r in runs))
+    runs = sorted(runs, key=lambda r: (models.index(r.model), r.topology, r.flag(
+        "grad_reduce_dtype"), LAYOUT_ORDER.index(r.layout.split(",")[0])))
     body = [[r.model, *([r.topology] if with_topology else []), r.layout, r.per_chip_batch,
              r.outcome, r.compile_seconds, r.hbm, r.all_reduce, r.estimate] for r in runs]
     text = markdown(header, body)
@@ -184,9 +213,51 @@ def plan_table(runs: list[Run], *, with_topology: bool) -> str:
     return text + ("\n\n" + "\n".join(savings) if savings else "")
 
 
-def main(directory: str) -> None:
-    runs = read_runs(directory)
-    parts = {"depth": [], "pod": [], "paper": []}
+def paper_table(runs: list[Run], pinned_libtpu: str) -> str:
+    """One row per config, one column per (topology, layout, libtpu): each cell is HBM per
+    chip, compile seconds and the estimate, or why there is no plan."""
+    columns: list[tuple[str, str, str]] = []
+    for r in runs:
+        key = (r.topology, r.layout, r.libtpu)
+        if key not in columns:
+            columns.append(key)
+    columns.sort(key=lambda c: (c[0], c[2] != pinned_libtpu,
+                                LAYOUT_ORDER.index(c[1].split(",")[0]), c[1]))
+    models = list(dict.fromkeys(r.model for r in runs))
+    cells = {(r.model, (r.topology, r.layout, r.libtpu)): r for r in runs}
+
+    def cell(run: Run | None) -> str:
+        if run is None:
+            return ""
+        if run.outcome != "fits":
+            return run.outcome.replace(" (segmentation fault)", "")
+        return (f"{run.hbm.split(' of ')[0]} GiB, {run.compile_seconds} s, "
+                f"{run.estimate.split(' (')[0]}")
+
+    header = ["model", "global batch"] + [
+        f"{topology} {layout}" + ("" if libtpu == pinned_libtpu else f" (libtpu {libtpu})")
+        for topology, layout, libtpu in columns]
+    body = []
+    for model in models:
+        batches = "/".join(dict.fromkeys(
+            cells[model, c].global_batch for c in columns
+            if (model, c) in cells and cells[model, c].global_batch != "-"))
+        body.append([model, batches] + [cell(cells.get((model, c))) for c in columns])
+    text = markdown(header, body)
+    # Sharing's all-reduce saving depends on the layout, not the chip: one line per layout.
+    seen, savings = set(), []
+    for line in sharing_savings(runs):
+        key = re.sub(r"\(\S+, ", "(", line.split(" MiB less")[0].split(": all-reduces")[0])
+        if key not in seen:
+            seen.add(key)
+            savings.append(line)
+    return text + ("\n\n" + "\n".join(savings) if savings else "")
+
+
+def main(directories: list[str]) -> None:
+    runs = [run for directory in directories for run in read_runs(directory)]
+    pinned = runs[0].libtpu if runs else ""
+    parts: dict[str, list[Run]] = {"depth": [], "pod": [], "paper": []}
     for run in runs:
         parts.setdefault(run.name.split("_", 1)[0], []).append(run)
     if parts["depth"]:
@@ -195,11 +266,11 @@ def main(directory: str) -> None:
         print("### ImageNet 152-layer twins, global batch 4096 on v5e:16x16\n\n"
               + plan_table(parts["pod"], with_topology=False) + "\n")
     if parts["paper"]:
-        print("### Paper configs at their batch sizes\n\n"
-              + plan_table(parts["paper"], with_topology=True) + "\n")
+        print("### Paper configs at their batch sizes (cell: HBM per chip, compile, ESTIMATE "
+              "img/s/chip)\n\n" + paper_table(parts["paper"], pinned) + "\n")
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit("usage: python benchmarks/aot_plan_table.py OUTDIR")
-    main(sys.argv[1])
+    if len(sys.argv) < 2:
+        sys.exit("usage: python benchmarks/aot_plan_table.py OUTDIR [OUTDIR ...]")
+    main(sys.argv[1:])

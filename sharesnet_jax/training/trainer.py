@@ -124,7 +124,7 @@ def _train_and_evaluate(config, workdir: str, preemption: PreemptionWatch,
     run = build_run(config, info)
     model, plan, mesh, tx = run.model, run.plan, run.mesh, run.tx
     validation.check_plan(config, info, plan)
-    _refuse_known_compiler_crash(model)
+    _warn_of_known_compiler_crash()
     preemption.stop_during_set_up(SetUpInterrupted(0))
     logging.info("Mesh %s over %d process(es) (device ids by process: %s); global batch %d, "
                  "%d per process; %d steps (%d per epoch)", dict(mesh.shape),
@@ -246,17 +246,19 @@ def _train_and_evaluate(config, workdir: str, preemption: PreemptionWatch,
     return results
 
 
-def _refuse_known_compiler_crash(model) -> None:
-    """On a TPU whose libtpu is known to crash compiling this model's layout, one line now
-    rather than a segmentation fault minutes into the first compile."""
+def _warn_of_known_compiler_crash() -> None:
+    """On a TPU whose libtpu the planner saw crash compiling our steps for this generation,
+    one warning line first: the crash itself (a segmentation fault in the first compile) says
+    nothing. Not a refusal: the crash was seen compiling ahead of time, not on the chip."""
     device = jax.local_devices()[0]
     if device.platform != "tpu":
         return
-    from sharesnet_jax.training.tpu.chips import generation_of, refuse_known_compiler_crash
+    from sharesnet_jax.training.tpu.chips import generation_of, known_compiler_crash
 
-    generation = generation_of(device)
-    if generation:
-        refuse_known_compiler_crash(generation, model.stage_impl)
+    reason = known_compiler_crash(generation_of(device) or "")
+    if reason:
+        logging.warning("%s; if this run dies in its first compile without a message, that is "
+                        "why", reason)
 
 
 def _checked_for_device_memory(train_step, state: TrainState,

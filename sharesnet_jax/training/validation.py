@@ -73,6 +73,21 @@ def _check_range(config, field: str, low: float, high: float | None = None,
         raise UserError(f"{field}={value!r} must be a finite number {accepted}")
 
 
+def check_bn_groups(config, devices: int) -> None:
+    """BatchNorm groups against the batch split over `devices` (this machine's, or the planned
+    slice's chips)."""
+    if config.bn_group_size < 0 or (config.bn_group_size
+                                    and config.batch_size % config.bn_group_size):
+        raise UserError(f"bn_group_size={config.bn_group_size!r} must divide batch_size="
+                        f"{config.batch_size} (or be 0: statistics over the whole batch)")
+    per_device = config.batch_size // devices
+    if config.grad_reduce_dtype == "float32" and config.bn_group_size and (
+            per_device % config.bn_group_size):
+        raise UserError(f"bn_group_size={config.bn_group_size} must divide the per-device batch "
+                        f"({per_device}) with grad_reduce_dtype='float32' (groups are formed on "
+                        "each device)")
+
+
 def check_config(config) -> None:
     check_fields(config)
     _one_of(config, "model", list_models())
@@ -106,16 +121,7 @@ def check_config(config) -> None:
     if config.shuffle_buffer < 0:
         raise UserError(f"shuffle_buffer={config.shuffle_buffer!r} must be positive (1: no "
                         "shuffling), or 0 for a full permutation of the training split each epoch")
-    if config.bn_group_size < 0 or (config.bn_group_size
-                                    and config.batch_size % config.bn_group_size):
-        raise UserError(f"bn_group_size={config.bn_group_size!r} must divide batch_size="
-                        f"{config.batch_size} (or be 0: statistics over the whole batch)")
-    per_device = config.batch_size // jax.device_count()
-    if config.grad_reduce_dtype == "float32" and config.bn_group_size and (
-            per_device % config.bn_group_size):
-        raise UserError(f"bn_group_size={config.bn_group_size} must divide the per-device batch "
-                        f"({per_device}) with grad_reduce_dtype='float32' (groups are formed on "
-                        "each device)")
+    check_bn_groups(config, devices)
     if config.data_dir and os.path.exists(config.data_dir) and not os.path.isdir(
             config.data_dir):
         raise UserError(f"data_dir={config.data_dir!r} is a file, not a directory of datasets")

@@ -166,16 +166,22 @@ MUTATIONS = [
         "the pipeline reads process 0's training share on every process"),
     Mutation(
         "planner_known_crash_unguarded", PLANNER,
-        "refuse_known_compiler_crash(tpu.chip.generation, built.model.stage_impl)",
+        "refuse_known_compiler_crash(tpu.chip.generation)",
         "pass",
         ("tests/training/test_tpu_plan.py", "-k", "v6e_scan"),
-        "the planner compiles a layout its libtpu is known to crash on (a segfault, no line)"),
+        "the planner compiles for a generation its libtpu is known to crash on (a segfault)"),
     Mutation(
-        "trainer_known_crash_unguarded", TRAINER,
-        "_refuse_known_compiler_crash(model)",
+        "trainer_known_crash_unwarned", TRAINER,
+        "_warn_of_known_compiler_crash()",
         "pass",
-        ("tests/training/test_tpu_plan.py", "-k", "trainer_refuses_a_known"),
-        "the trainer compiles, on a real v6e, a layout its libtpu is known to crash on"),
+        ("tests/training/test_tpu_plan.py", "-k", "trainer_warns_of_a_known"),
+        "the trainer compiles, on a real v6e, with a libtpu known to crash there, unannounced"),
+    Mutation(
+        "planner_bn_groups_unchecked", PLANNER,
+        "validation.check_bn_groups(config, tpu.chips)",
+        "pass",
+        ("tests/training/test_tpu_plan.py", "-k", "bn_groups"),
+        "the planner checks BatchNorm groups against this machine's devices, not the slice's"),
 ]
 
 

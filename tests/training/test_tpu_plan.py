@@ -125,6 +125,19 @@ def test_over_capacity_exits_1_with_one_line():
     assert "v5e chip has" in lines[0] and "fits" in lines[0]
 
 
+def test_bn_groups_are_checked_against_the_slice_not_this_machine():
+    """With grad_reduce_dtype='float32' BatchNorm groups form on each chip: the recipe's 64
+    cannot split the 32 images a v5e-8 chip holds at batch 256. On this 1-device machine the
+    trainer's own check passes; the planner must check against the slice's 8 chips."""
+    result = cli("--config=configs/imagenet_sharesnet50.py", "--topology=v5e:2x4", "--noeval",
+                 "--config.grad_reduce_dtype=float32")
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert lines[0] == ("error: bn_group_size=64 must divide the per-device batch (32) with "
+                        "grad_reduce_dtype='float32' (groups are formed on each device)")
+
+
 def test_unknown_topology_is_one_line():
     result = cli("--config=configs/default.py", "--topology=v9x:2x2")
     lines = result.stderr.strip().splitlines()
@@ -257,43 +270,51 @@ def test_trainer_refuses_a_step_that_exceeds_device_memory_before_running_it(mon
 # libtpu releases known to crash on a layout: refused in one line, never a segfault.
 
 
-def test_known_compiler_crash_is_refused_for_that_release_generation_and_layout_only():
+def test_known_compiler_crash_is_refused_for_that_release_and_generation_only():
     refuse = tpu_plan.refuse_known_compiler_crash
     for version in ("0.0.42", "0.0.42.1"):
-        with pytest.raises(tpu_plan.PlanError, match=rf"libtpu {version} crashes .* "
-                                                     r"--config.stage_impl=loop"):
-            refuse("v6e", "scan", version)
-    for args in (("v6e", "loop", "0.0.42.1"), ("v5e", "scan", "0.0.42.1"),
-                 ("v6e", "scan", "0.0.46.3"), ("v6e", "scan", "0.0.420")):
+        with pytest.raises(tpu_plan.PlanError, match=rf"libtpu {version} crashes .* for v6e: use "
+                                                     r"a newer jax"):
+            refuse("v6e", version)
+    for args in (("v5e", "0.0.42.1"), ("v5p", "0.0.42.1"), ("v6e", "0.0.50.1"),
+                 ("v6e", "0.0.420")):
         refuse(*args)
 
 
-def test_v6e_scan_with_the_pinned_libtpu_is_one_line_not_a_segfault():
-    """The pinned libtpu (0.0.42.1) dies with SIGSEGV compiling a scanned CIFAR net's gradient
-    for v6e; the planner says so before compiling (without the guard this exits -11/139)."""
+def test_v6e_with_the_pinned_libtpu_is_one_line_not_a_segfault():
+    """The pinned libtpu (0.0.42.1) dies with SIGSEGV compiling our steps for v6e (the default
+    config's scanned gradient on a v6e:2x2 here); the planner says so before compiling. Without
+    the guard this exits -11."""
     assert tpu_plan.libtpu_version().startswith("0.0.42")
     result = cli("--config=configs/default.py", "--topology=v6e:2x2", "--noeval",
                  "--config.stage_impl=scan")
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2, result.stderr[-2000:]
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
-    assert "crashes (segmentation fault)" in lines[0] and "stage_impl=loop" in lines[0]
+    assert "crashes (segmentation fault)" in lines[0] and "newer jax" in lines[0]
 
 
 class _V6e:
     platform, device_kind, id = "tpu", "TPU v6 lite", 0
 
 
-def test_trainer_refuses_a_known_compiler_crash_before_compiling(monkeypatch, tmp_path):
+def test_trainer_warns_of_a_known_compiler_crash_before_compiling(monkeypatch, tmp_path,
+                                                                   caplog):
+    """On a (here fake) v6e with the pinned libtpu the trainer says why a segfault may follow,
+    then goes on: the crash was seen compiling ahead of time, not on a chip."""
+    import logging
+
     from sharesnet_jax import train
     from tests.helpers import tiny_config
 
     assert tpu_plan.generation_of(_V6e()) == "v6e"
     monkeypatch.setattr("jax.local_devices", lambda *a, **k: [_V6e()])
+    caplog.set_level(logging.WARNING)
     config = tiny_config(dataset="synthetic", model="cifar_sharesnet8", image_size=8,
-                         num_classes=10, batch_size=4, eval_batch_size=4, stage_impl="scan")
-    with pytest.raises(UserError, match="crashes .* for v6e: use --config.stage_impl=loop"):
-        train.train_and_evaluate(config, str(tmp_path))
+                         num_classes=10, batch_size=4, eval_batch_size=4, num_train_steps=2)
+    assert train.train_and_evaluate(config, str(tmp_path))["step"] == 2
+    warnings = [r.getMessage() for r in caplog.records if "segmentation fault" in r.getMessage()]
+    assert len(warnings) == 1 and "for v6e: use a newer jax" in warnings[0], caplog.text
 
 
 # ---------------------------------------------------------------------------------------------
@@ -308,19 +329,26 @@ def test_table_script_reads_the_planners_own_output(twins, tmp_path):
     for model, plan in twins.items():
         name = f"pod_{model}"
         (tmp_path / f"{name}.txt").write_text(tpu_plan.format_plan(plan) + "\n")
-        times.append(f"{name} rc=0 wall=9s :: cifar10_x.py v5e:2x2 --config.model={model}")
+        times.append(f"{name} rc=0 wall=9s libtpu=0.0.42.1 :: cifar10_x.py v5e:2x2 "
+                     f"--config.model={model}")
     (tmp_path / "pod_oom.txt").write_text(
         "error: cifar_resnet20 at 16 images per chip needs 20.00 GiB per chip; ...\n")
-    times.append("pod_oom rc=1 wall=5s :: cifar10_x.py v5e:2x2 --config.model=cifar_resnet20 "
-                 "--config.stage_impl=scan")
-    times.append("pod_slow rc=124 wall=900s :: cifar10_x.py v5e:2x2 --config.model=cifar_resnet20"
-                 " --config.stage_impl=loop --config.remat=True")
+    times.append("pod_oom rc=1 wall=5s libtpu=0.0.42.1 :: cifar10_x.py v5e:2x2 "
+                 "--config.model=cifar_resnet20 --config.stage_impl=scan")
+    times.append("pod_slow rc=124 wall=900s libtpu=0.0.42.1 :: cifar10_x.py v5e:2x2 "
+                 "--config.model=cifar_resnet20 --config.stage_impl=loop --config.remat=True "
+                 "--config.grad_reduce_dtype=float32")
     (tmp_path / "times").write_text("\n".join(times) + "\n")
     runs = {r.name: r for r in aot_plan_table.read_runs(str(tmp_path))}
 
     plain, shared = twins["cifar_resnet20"], twins["cifar_sharesnet20"]
     row = runs["pod_cifar_resnet20"]
     assert row.outcome == "fits" and row.per_chip_batch == "16"
+    terms = {"compute": plain.estimate.compute_seconds, "HBM": plain.estimate.hbm_seconds or 0,
+             "all-reduce": plain.estimate.all_reduce_seconds}
+    bound = max(terms, key=terms.get) + ("" if plain.estimate.hbm_seconds else ", no HBM term")
+    per_second = plain.train.per_chip_batch / plain.estimate.step_seconds
+    assert row.estimate == f"<= {per_second:,.0f} ({bound})"
     assert row.compile_seconds == f"{plain.train.compiled.compile_seconds:.1f}"
     assert row.hbm.startswith(f"{plain.train.compiled.memory.total / 2**30:.2f} of 15.75 GiB")
     saved_mib = (plain.all_reduce_total - shared.all_reduce_total) / 2**20
@@ -329,4 +357,9 @@ def test_table_script_reads_the_planners_own_output(twins, tmp_path):
     assert abs(float(savings[0].split("all-reduces ")[1].split(" MiB")[0]) - saved_mib) <= 0.15
     assert runs["pod_oom"].outcome == "does not fit (20.00 GiB needed)"
     assert runs["pod_slow"].outcome == "stopped after 900 s (compiling)"
-    assert runs["pod_slow"].layout == "loop + remat"
+    assert runs["pod_slow"].layout == "loop + remat, f32 all-reduce"
+    table = aot_plan_table.paper_table(list(runs.values()), "0.0.42.1")
+    assert "| v5e:2x2 scan | v5e:2x2 loop + remat, f32 all-reduce | v5e:2x2 loop |" in table
+    assert ("| cifar_resnet20 | 64 | does not fit (20.00 GiB needed) | stopped after 900 s "
+            f"(compiling) | {row.hbm.split(' of ')[0]} GiB, {row.compile_seconds} s, "
+            f"{row.estimate.split(' (')[0]} |") in table

@@ -11,8 +11,8 @@ the command line is `python -m sharesnet_jax.aot`.
 """
 
 from sharesnet_jax.training.tpu.chips import (
-    CHIPS, TOPOLOGY_EXAMPLE, DoesNotFit, PlanError, generation_of, libtpu_version,
-    refuse_known_compiler_crash, require_libtpu, tpu_slice,
+    CHIPS, TOPOLOGY_EXAMPLE, DoesNotFit, PlanError, generation_of, known_compiler_crash,
+    libtpu_version, refuse_known_compiler_crash, require_libtpu, tpu_slice,
 )
 from sharesnet_jax.training.tpu.compile import Memory, check_fits_device, compile_step
 from sharesnet_jax.training.tpu.hlo import all_reduce_bytes, parse_out_of_memory
@@ -20,6 +20,6 @@ from sharesnet_jax.training.tpu.plan import plan
 from sharesnet_jax.training.tpu.report import format_plan
 
 __all__ = ["CHIPS", "TOPOLOGY_EXAMPLE", "DoesNotFit", "Memory", "PlanError", "all_reduce_bytes",
-           "check_fits_device", "compile_step", "format_plan", "generation_of", "libtpu_version",
-           "parse_out_of_memory", "plan", "refuse_known_compiler_crash", "require_libtpu",
-           "tpu_slice"]
+           "check_fits_device", "compile_step", "format_plan", "generation_of",
+           "known_compiler_crash", "libtpu_version", "parse_out_of_memory", "plan",
+           "refuse_known_compiler_crash", "require_libtpu", "tpu_slice"]

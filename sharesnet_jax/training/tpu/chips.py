@@ -116,13 +116,14 @@ def tpu_slice(topology: str) -> Slice:
     return Slice(topology, chip, tuple(devices), hosts)
 
 
-# libtpu releases whose TPU compiler dies (SIGSEGV: no Python error, no message) on programs the
-# trainer builds, by (release prefix, generation, stage_impl). Found by this project's planner
-# (jax 0.10.2): for v6e, libtpu 0.0.42 and 0.0.42.1 crash compiling the gradient of scanned
-# stages (every CIFAR net at 32x32 tried, shared or not, 1 chip or 4); the same programs for v4,
-# v5e and v5p compile, and libtpu 0.0.46.3 and 0.0.52 compile them for v6e too. Refused in one
-# line instead, before any compile, by the planner and by the trainer on a real chip.
-KNOWN_COMPILER_CRASHES = {("0.0.42", "v6e", "scan")}
+# libtpu releases whose TPU compiler dies (SIGSEGV: no Python error, no message) on this
+# project's training steps for a generation. Found with the planner on this project's machine
+# (jax 0.10.2, benchmarks/aot_plan_runs.sh): libtpu 0.0.42.1 crashes compiling every paper config
+# tried for v6e:2x4 (ImageNet ShaResNet-50/152, CIFAR ShaResNet-164; loop and scan alike) and
+# scanned CIFAR nets even for one v6e chip, while the same steps compile for v4, v5e and v5p;
+# libtpu 0.0.50.1 (the release jax 0.12 pins) compiles them for v6e. Only a 20-layer CIFAR net
+# with loop stages was seen to compile for v6e under 0.0.42.1.
+KNOWN_COMPILER_CRASHES = {("0.0.42", "v6e")}
 
 
 def libtpu_version() -> str | None:
@@ -132,21 +133,23 @@ def libtpu_version() -> str | None:
         return None
 
 
-def refuse_known_compiler_crash(generation: str, stage_impl: str,
-                                version: str | None = None) -> None:
-    """Raises PlanError when this libtpu is known to crash compiling this layout for this
-    generation; `version` defaults to the installed libtpu's."""
+def known_compiler_crash(generation: str, version: str | None = None) -> str | None:
+    """Why this libtpu (default: the installed one) cannot be trusted to compile for
+    `generation`, in one line; None when no crash is known."""
     version = version or libtpu_version()
-    if version is None:
-        return
-    for prefix, crashing_generation, layout in KNOWN_COMPILER_CRASHES:
-        if (generation, stage_impl) == (crashing_generation, layout) and (
+    for prefix, crashing in KNOWN_COMPILER_CRASHES:
+        if version and generation == crashing and (
                 version == prefix or version.startswith(prefix + ".")):
-            raise PlanError(
-                f"libtpu {version} crashes (segmentation fault) compiling the gradient of "
-                f"stage_impl={stage_impl!r} stages for {generation}: use "
-                "--config.stage_impl=loop, or a newer jax with its own libtpu (libtpu 0.0.46.3 "
-                "and 0.0.52 compile it)")
+            return (f"libtpu {version} crashes (segmentation fault) compiling this project's "
+                    f"training steps for {generation}: use a newer jax with the libtpu it pins "
+                    "(Python 3.12+; libtpu 0.0.50.1 compiles them)")
+    return None
+
+
+def refuse_known_compiler_crash(generation: str, version: str | None = None) -> None:
+    reason = known_compiler_crash(generation, version)
+    if reason:
+        raise PlanError(reason)
 
 
 # `device_kind` of each generation's devices, as libtpu's topologies name them.

@@ -14,7 +14,7 @@ from sharesnet_jax.data import synthetic
 from sharesnet_jax.data.info import KNOWN_NUM_CLASSES, KNOWN_TRAIN_EXAMPLES, DatasetInfo
 from sharesnet_jax.models import model_spec
 from sharesnet_jax.models.stats import count_params, forward_macs
-from sharesnet_jax.training import sharding
+from sharesnet_jax.training import sharding, validation
 from sharesnet_jax.training.run_setup import build_run
 from sharesnet_jax.training.steps import create_train_state
 from sharesnet_jax.training.tpu.chips import (
@@ -197,8 +197,9 @@ def plan(config, topology: str, *, include_eval: bool = True,
     Raises PlanError (bad input) or DoesNotFit (with the largest fitting batch found)."""
     tpu = tpu_slice(topology)
     batch = per_chip(config.batch_size, tpu.chips, "batch_size")
+    validation.check_bn_groups(config, tpu.chips)
+    refuse_known_compiler_crash(tpu.chip.generation)
     built = build_steps(config, tpu)
-    refuse_known_compiler_crash(tpu.chip.generation, built.model.stage_impl)
     try:
         train = compile_step(built.train_step, built.state, built.train_batch,
                              compiler_options=compiler_options, capacity=tpu.chip.hbm_usable)

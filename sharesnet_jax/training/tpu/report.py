@@ -54,8 +54,9 @@ def format_plan(p: Plan) -> str:
         ("  compute-bound step", _ms(e.compute_seconds)),
         ("  HBM-bound step", "-" if e.hbm_seconds is None else _ms(e.hbm_seconds)),
         ("  all-reduce (ring)", _ms(e.all_reduce_seconds)),
-        ("  roofline step / images/s per chip", f"{_ms(e.step_seconds)} / "
-                                                f"{per_second:,.0f} (upper bound)"),
+        ("  roofline step / images/s per chip",
+         f"{_ms(e.step_seconds)} / {per_second:,.0f} (upper bound"
+         f"{'' if e.hbm_seconds is not None else '; without the HBM term'})"),
     ]
     if p.eval is not None:
         em = p.eval.compiled.memory
