@@ -158,17 +158,21 @@ def twin_of(model: str) -> str | None:
     return None
 
 
-def sharing_savings(runs: list[Run]) -> list[str]:
-    """All-reduce bytes the shared twin saves, per pair planned alike."""
+def sharing_savings(runs: list[Run], *, each_topology: bool = True) -> list[str]:
+    """All-reduce bytes the shared twin saves, per pair planned alike (or only the first
+    topology of each layout: the saving depends on the layout, not the chip)."""
     by_key = {(r.model, r.topology, r.layout, r.flag("dtype")): r for r in runs}
-    lines = []
+    lines, seen = [], set()
     for (model, topology, layout, dtype), run in by_key.items():
+        if not each_topology and (model, layout, dtype) in seen:
+            continue
         plain = by_key.get((twin_of(model) or "", topology, layout, dtype))
         shared_bytes = run.all_reduce_bytes()
         plain_bytes = plain.all_reduce_bytes() if plain else None
         if shared_bytes is None or plain_bytes is None:
             continue
         saved = plain_bytes - shared_bytes
+        seen.add((model, layout, dtype))
         lines.append(f"- {model} vs {plain.model} ({topology}, {layout}): all-reduces "
                      f"{saved / MIB:.1f} MiB less per chip per step "
                      f"({100 * saved / plain_bytes:.0f}% of {plain_bytes / MIB:.1f} MiB)")
@@ -244,13 +248,7 @@ def paper_table(runs: list[Run], pinned_libtpu: str) -> str:
             if (model, c) in cells and cells[model, c].global_batch != "-"))
         body.append([model, batches] + [cell(cells.get((model, c))) for c in columns])
     text = markdown(header, body)
-    # Sharing's all-reduce saving depends on the layout, not the chip: one line per layout.
-    seen, savings = set(), []
-    for line in sharing_savings(runs):
-        key = re.sub(r"\(\S+, ", "(", line.split(" MiB less")[0].split(": all-reduces")[0])
-        if key not in seen:
-            seen.add(key)
-            savings.append(line)
+    savings = sharing_savings(runs, each_topology=False)
     return text + ("\n\n" + "\n".join(savings) if savings else "")
 
 
