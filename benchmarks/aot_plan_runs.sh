@@ -5,11 +5,12 @@
 # PART is one of
 #   depth                 compile time vs depth: cifar_sharesnet164/1001, scan and loop, v5e:2x2
 #   pod                   ImageNet ShaResNet-152 vs ResNet-152, global batch 4096 on v5e:16x16,
-#                         each of POD_LAYOUTS (default: scan + remat, scan, loop, loop + remat)
+#                         each of POD_LAYOUTS (IMPL:REMAT_POLICY; default: scan with each
+#                         policy, loop, loop + full)
 #   paper:TOPOLOGY[:IMPL] the paper configs (PAPER_CONFIGS, default all 14) at their paper batch
 #                         sizes (ImageNet 256, CIFAR 128), bfloat16, stage_impl IMPL (default
 #                         scan), on TOPOLOGY
-# EXTRA_FLAGS (e.g. --config.grad_reduce_dtype=float32) go to every run, TAG ends every name.
+# EXTRA_FLAGS (e.g. --config.grad_reduce_dtype=bfloat16) go to every run, TAG ends every name.
 # Each run's table (or one-line error) goes to OUTDIR/<name>.txt, its exit code, wall time and
 # libtpu release to OUTDIR/times; benchmarks/aot_plan_table.py turns them into the README's tables.
 # Another libtpu (e.g. the one a newer jax pins) is planned with, say,
@@ -50,10 +51,10 @@ for part in "$@"; do
       done ;;
     pod)
       for model in sharesnet152 resnet152; do
-        for layout in ${POD_LAYOUTS:-scan:True scan:False loop:False loop:True}; do
+        for layout in ${POD_LAYOUTS:-scan:full scan:conv_outputs scan:none loop:none loop:full}; do
           set -- ${layout/:/ }
-          run "pod_${model}_$1_remat$2" imagenet_$model.py v5e:16x16 --config.dtype=bfloat16 \
-            --config.batch_size=4096 --config.stage_impl=$1 --config.remat=$2
+          run "pod_${model}_$1_$2" imagenet_$model.py v5e:16x16 --config.dtype=bfloat16 \
+            --config.batch_size=4096 --config.stage_impl=$1 --config.remat_policy=$2
         done
       done ;;
     paper:*)

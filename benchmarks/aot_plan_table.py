@@ -42,11 +42,14 @@ class Run:
 
     @property
     def layout(self) -> str:
+        """stage_impl, the remat policy (the older `remat=True` is 'full') and a bfloat16
+        gradient all-reduce (float32 is the default)."""
         layout = self.flag("stage_impl", "loop")
-        if self.flag("remat") == "True":
-            layout += " + remat"
-        if self.flag("grad_reduce_dtype") == "float32":
-            layout += ", f32 all-reduce"
+        policy = self.flag("remat_policy") or ("full" if self.flag("remat") == "True" else "none")
+        if policy != "none":
+            layout += f" + remat {policy}"
+        if self.flag("grad_reduce_dtype") == "bfloat16":
+            layout += ", bf16 all-reduce"
         return layout
 
     @property
@@ -200,7 +203,8 @@ def depth_table(runs: list[Run]) -> str:
     return text
 
 
-LAYOUT_ORDER = ("scan + remat", "scan", "loop + remat", "loop")
+LAYOUT_ORDER = ("scan + remat full", "scan + remat conv_outputs", "scan", "loop + remat full",
+                "loop + remat conv_outputs", "loop")
 
 
 def plan_table(runs: list[Run], *, with_topology: bool) -> str:

@@ -20,7 +20,7 @@ and MACs from shapes alone).
 """
 
 from sharesnet_jax.models.blocks import BasicBlock, Bottleneck, PreActBasic, PreActBottleneck
-from sharesnet_jax.models.layers import SHARE_MODES, STAGE_IMPLS, ModuleDef, Stage
+from sharesnet_jax.models.layers import REMAT_POLICIES, SHARE_MODES, STAGE_IMPLS, ModuleDef, Stage
 from sharesnet_jax.models.registry import (
     FAMILIES, FamilySpec, ModelSpec, create_model, family_of, list_models, model_spec,
 )
@@ -29,7 +29,7 @@ from sharesnet_jax.models.stage_layout import convert_stage_layout, to_loop_layo
 
 __all__ = [
     "BasicBlock", "Bottleneck", "FAMILIES", "FamilySpec", "ModelSpec", "PreActBasic",
-    "PreActBottleneck", "PreActResNet", "ResNet", "SHARE_MODES", "STAGE_IMPLS", "ModuleDef",
+    "PreActBottleneck", "PreActResNet", "REMAT_POLICIES", "ResNet", "SHARE_MODES", "STAGE_IMPLS", "ModuleDef",
     "Stage", "convert_stage_layout", "create_model", "family_of", "list_models", "model_spec",
     "to_loop_layout", "to_scan_layout",
 ]

@@ -29,6 +29,9 @@ class GroupBatchNorm(nn.Module):
     param_dtype: Any = jnp.float32
     scale_init: Callable = nn.initializers.ones
     bias_init: Callable = nn.initializers.zeros
+    # Inside `shard_map`: the running averages follow the groups of every device on this axis
+    # (each device normalises only its own groups, which need no communication).
+    axis_name: str | None = None
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -53,8 +56,11 @@ class GroupBatchNorm(nn.Module):
                               0.0)
             normalized = ((groups - mean) * jax.lax.rsqrt(var + self.epsilon)).reshape(x.shape)
             if not self.is_initializing():
-                for running, batch in ((running_mean, mean), (running_var, var)):
-                    batch = jnp.mean(batch.reshape(-1, features), axis=0)
+                group_means = jnp.stack([jnp.mean(s.reshape(-1, features), axis=0)
+                                         for s in (mean, var)])
+                if self.axis_name is not None:
+                    group_means = jax.lax.pmean(group_means, self.axis_name)
+                for running, batch in zip((running_mean, running_var), group_means):
                     running.value = self.momentum * running.value + (1 - self.momentum) * batch
         y = normalized * scale.astype(jnp.float32) + bias.astype(jnp.float32)
         return y.astype(self.dtype or x.dtype)

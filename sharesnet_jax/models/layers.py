@@ -18,6 +18,15 @@ ModuleDef = Any
 
 SHARE_MODES = ("none", "paper", "all")
 STAGE_IMPLS = ("loop", "scan")
+# What a block keeps for its backward pass (`Stage.remat_policy`):
+# 'none'         everything JAX keeps by default (no rematerialisation);
+# 'conv_outputs' the outputs of its convolutions: BatchNorm, ReLU and the adds are recomputed
+#                from them, no convolution is;
+# 'full'         only the block's input: the whole block is recomputed (one more forward).
+# (In order of the memory they save.)
+# Both rematerialising policies also keep the results of cross-device reductions (BatchNorm's
+# global statistics), so the backward pass never repeats a collective.
+REMAT_POLICIES = ("none", "conv_outputs", "full")
 
 # Name of the scanned tail of a stage under stage_impl='scan': blocks 2..n, stacked on axis 0.
 SCANNED_BLOCKS = "scanned_blocks"
@@ -39,6 +48,24 @@ def check_stage_impl(stage_impl: str) -> str:
     return stage_impl
 
 
+def check_remat_policy(remat_policy: str) -> str:
+    if remat_policy not in REMAT_POLICIES:
+        raise ValueError(f"remat_policy={remat_policy!r} is not one of "
+                         f"{', '.join(map(repr, REMAT_POLICIES))}")
+    return remat_policy
+
+
+def _saves_collectives(primitive, *_, **__) -> bool:
+    return primitive is jax.lax.psum_p
+
+
+_CHECKPOINT_POLICIES = {
+    "full": _saves_collectives,
+    "conv_outputs": jax.checkpoint_policies.save_from_both_policies(
+        jax.checkpoint_policies.dots_saveable, _saves_collectives),
+}
+
+
 def make_conv(dtype: Any, param_dtype: Any,
               initialization: Initialization = FB_RESNET_TORCH) -> ModuleDef:
     """Bias-free conv (BatchNorm follows every conv, so a bias is dead weight), initialised as
@@ -53,12 +80,13 @@ def make_norm(train: bool, dtype: Any, param_dtype: Any,
     """BatchNorm with Torch's defaults (running-average factor 0.1, eps 1e-5), as the paper
     trained; statistics over the whole batch, or over groups of `group_size` examples.
     `axis_name`: inside `shard_map`, average whole-batch statistics over that mesh axis (groups
-    are formed within each device's shard and need no averaging)."""
+    are formed within each device's shard; only their running averages are averaged)."""
     options = dict(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype,
-                   param_dtype=param_dtype, scale_init=initialization.norm_scale)
+                   param_dtype=param_dtype, scale_init=initialization.norm_scale,
+                   axis_name=axis_name)
     if group_size:
         return functools.partial(GroupBatchNorm, group_size=group_size, **options)
-    return functools.partial(nn.BatchNorm, axis_name=axis_name, **options)
+    return functools.partial(nn.BatchNorm, **options)
 
 
 class SharedConv3x3(nn.Module):
@@ -145,7 +173,8 @@ class Stage(nn.Module):
     `SCANNED_BLOCKS`: every variable collection is stacked along a leading axis of length n-1,
     the 'params' and 'dropout' RNGs are split per block, and the shared kernel is an
     `nn.broadcast` argument of the scanned body (or None when the tail shares nothing).
-    remat=True wraps the block class in `nn.remat` (train is a static argument) under both.
+    A `remat_policy` other than 'none' wraps the block class in `nn.remat` with that policy
+    (train is a static argument) under both.
     `block` is the block class, or a `functools.partial` of it carrying the family's options
     (activation, dropout), so every block of every stage is built the same way.
     """
@@ -158,11 +187,12 @@ class Stage(nn.Module):
     conv: ModuleDef
     norm: ModuleDef
     stage_impl: str = "loop"
-    remat: bool = False
+    remat_policy: str = "none"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         check_stage_impl(self.stage_impl)
+        check_remat_policy(self.remat_policy)
         in_features = x.shape[-1]
         block_cls = block_class(self.block)
         slots_per_block = []
@@ -182,12 +212,13 @@ class Stage(nn.Module):
 
         def block(index: int, name: str, scanned: bool = False) -> nn.Module:
             make_block = self.block
-            if self.remat:
+            if self.remat_policy != "none":
                 # train (argument 2, counting self) is a Python bool: static for jax.checkpoint.
                 # Inside a scan the loop already keeps XLA from CSE-ing the recomputation away.
                 options = self.block.keywords if isinstance(self.block, functools.partial) else {}
                 make_block = functools.partial(
-                    nn.remat(block_cls, static_argnums=(2,), prevent_cse=not scanned), **options)
+                    nn.remat(block_cls, static_argnums=(2,), prevent_cse=not scanned,
+                             policy=_CHECKPOINT_POLICIES[self.remat_policy]), **options)
             return make_block(
                 features=self.features,
                 strides=self.strides if index == 0 else 1,

@@ -33,9 +33,10 @@ class ResidualNetwork(nn.Module):
     # (compiles in constant time on accelerators; its gradients are 30-50x slower on XLA:CPU).
     # The variable layouts differ; stage_layout.convert_stage_layout maps one onto the other.
     stage_impl: str = "loop"
-    # Rematerialise each block in the backward pass (nn.remat). On XLA:CPU it saves memory only
-    # with stage_impl='scan' (benchmarks/remat_memory.py says why and measures it).
-    remat: bool = False
+    # What each block keeps for the backward pass: 'none', 'full' (recompute the block) or
+    # 'conv_outputs' (recompute all but its convolutions); see layers.REMAT_POLICIES. A scanned
+    # stage keeps every residual of its body, so 'none' costs it 3-4x the unrolled memory.
+    remat_policy: str = "none"
     # The family's initialisation (its registry entry sets it; see initialization.py).
     initialization: Initialization = FB_RESNET_TORCH
     # BatchNorm statistics over groups of this many examples in training (0: the whole batch),
@@ -64,7 +65,7 @@ def _run_stages(net: ResidualNetwork, x: jax.Array, train: bool, *, stage_featur
     ):
         x = Stage(block=block, num_blocks=num_blocks, features=features,
                   strides=strides, share=net.share, conv=conv, norm=norm,
-                  stage_impl=net.stage_impl, remat=net.remat,
+                  stage_impl=net.stage_impl, remat_policy=net.remat_policy,
                   parent=net, name=f"stage{index + 1}")(x, train)
     return x
 

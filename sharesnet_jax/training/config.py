@@ -7,9 +7,13 @@ The files in `configs/` are thin: a docstring with the command and the expected 
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax.numpy as jnp
 import ml_collections
 from ml_collections.config_dict import placeholder
+
+from sharesnet_jax.errors import UserError
 
 # Computation dtypes a config may name; parameters and statistics stay float32.
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -22,6 +26,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.share = placeholder(str)  # 'none' | 'paper' | 'all'
     c.dropout_rate = placeholder(float)
     c.stage_impl = placeholder(str)  # 'loop' | 'scan'
+    # What each block keeps for its backward pass: 'none' | 'full' | 'conv_outputs'
+    # (models/layers.py, REMAT_POLICIES). `remat=True` is the older spelling of 'full'.
+    c.remat_policy = placeholder(str)
     c.remat = placeholder(bool)
     # BatchNorm statistics over groups of this many examples in training; 0: the whole global
     # batch. Data-parallel Torch code (fb.resnet.torch) computes them per GPU: set the per-GPU
@@ -60,9 +67,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.warmup_epochs = 0.0
     c.label_smoothing = 0.0
     c.skip_nonfinite = False
-    # Gradient all-reduce: 'auto' lets XLA place it (bfloat16 operands when dtype='bfloat16');
-    # 'float32' reduces every gradient once, in float32 (steps.make_train_step).
-    c.grad_reduce_dtype = "auto"
+    # The element type of the gradient all-reduce, 'float32' | 'bfloat16': either way each
+    # parameter's gradient crosses the data axis once per step (steps.make_train_step).
+    c.grad_reduce_dtype = "float32"
     # Length and batch (global, over all devices and hosts).
     c.num_epochs = 200.0
     c.num_train_steps = -1  # > 0 overrides num_epochs
@@ -77,3 +84,15 @@ def base_config() -> ml_collections.ConfigDict:
     c.keep_checkpoints = 3
     c.eval_only = False
     return c
+
+
+def remat_policy(config: Any) -> str | None:
+    """`remat_policy`, or what the older boolean `remat` meant ('full' or 'none'); records of
+    runs before `remat_policy` existed hold only the boolean."""
+    policy, legacy = config.get("remat_policy"), config.get("remat")
+    if legacy is None:
+        return policy
+    if policy is not None and (policy != "none") != legacy:
+        raise UserError(f"remat={legacy!r} contradicts remat_policy={policy!r}: set only "
+                        "remat_policy ('none', 'full' or 'conv_outputs')")
+    return policy if policy is not None else ("full" if legacy else "none")

@@ -20,19 +20,21 @@ from sharesnet_jax.data.info import DatasetInfo, num_eval_batches, steps_per_epo
 from sharesnet_jax.errors import UserError
 from sharesnet_jax.models import create_model, model_spec
 from sharesnet_jax.training import optim, sharding
-from sharesnet_jax.training.config import DTYPES
+from sharesnet_jax.training.config import DTYPES, remat_policy
 from sharesnet_jax.training.steps import jit_on_mesh, make_eval_step, make_train_step
 
 # Config fields that set module fields of the model; unset (None) keeps the registry's value.
-MODEL_FIELDS = ("share", "dropout_rate", "stage_impl", "remat", "bn_group_size")
+MODEL_FIELDS = ("share", "dropout_rate", "stage_impl", "remat_policy", "bn_group_size")
 
 
 def build_model(config: Any, num_classes: int) -> nn.Module:
     """The model `config` names (a ConfigDict, or the dict a checkpoint's record holds)."""
     overrides = {"dtype": DTYPES[config["dtype"]]}
-    for field in MODEL_FIELDS:
-        if config[field] is not None:
-            overrides[field] = config[field]
+    fields = {field: config.get(field) for field in MODEL_FIELDS}
+    fields["remat_policy"] = remat_policy(config)
+    for field, value in fields.items():
+        if value is not None:
+            overrides[field] = value
     try:
         return create_model(config["model"], num_classes=num_classes, **overrides)
     except ValueError as err:

@@ -7,7 +7,6 @@ traffic of float32 batches.
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Callable, Sequence
 
 import flax
@@ -15,13 +14,15 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
-from jax.sharding import PartitionSpec
+from jax.sharding import Mesh, PartitionSpec
 
 from sharesnet_jax.training import sharding
 
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
-GRAD_REDUCE_DTYPES = ("auto", "float32")
+# The element type each gradient is all-reduced in, once per parameter (see make_train_step).
+GRAD_REDUCE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+GRADIENT_REDUCE_SCOPE = "gradient_reduce"  # names the reduction's ops in the compiled program
 
 
 @flax.struct.dataclass
@@ -61,27 +62,28 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float =
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
                     schedule: optax.Schedule, mean: Sequence[float], std: Sequence[float],
                     label_smoothing: float = 0.0,
-                    skip_nonfinite: bool = False, grad_reduce_dtype: str = "auto",
-                    mesh=None) -> Callable[[TrainState, Batch], tuple[TrainState, Metrics]]:
-    """One SGD step. BatchNorm statistics are taken over the whole global batch (or the model's
-    bn_group_size groups): under jit on a data mesh the batch mean is a cross-device reduction,
-    so no `axis_name` is needed.
+                    skip_nonfinite: bool = False, grad_reduce_dtype: str = "float32",
+                    mesh: Mesh | None = None) -> Callable[[TrainState, Batch], tuple[TrainState, Metrics]]:
+    """One data-parallel SGD step over `mesh` (default: every device), to be jitted over it.
+
+    Each device computes the gradients of its shard of the batch, so the uses of a shared
+    kernel are summed on the device, and then every gradient leaf is averaged over the data axis
+    with ONE all-reduce in `grad_reduce_dtype`. Left to the partitioner, a replicated-params jit
+    all-reduces a shared kernel's gradient once per use, and inside a scanned stage once per
+    iteration: ShaResNet's parameter saving would never reach the wire.
+
+    BatchNorm statistics stay those of the global batch: the model's BatchNorm averages them
+    over the data axis (`norm_axis_name`), or forms `bn_group_size` groups within each device.
+    Each device folds its index into the dropout key, so every example draws its own mask.
 
     With `skip_nonfinite`, a step whose loss, gradients or new state are not finite leaves the
     state as it was (the step counter still advances); `nonfinite=1` reports it either way.
-
-    `grad_reduce_dtype='auto'` lets XLA place the gradient all-reduce: with bfloat16 compute it
-    all-reduces bfloat16 partial gradients, and with loop stages one per use of a shared kernel
-    (seen on TPU v5e, training/tpu). 'float32' (needs `mesh`) computes each device's gradients under
-    `shard_map` and averages them in float32, once per parameter (`_float32_reduced_grads`).
     """
     if grad_reduce_dtype not in GRAD_REDUCE_DTYPES:
         raise ValueError(f"grad_reduce_dtype={grad_reduce_dtype!r} is not one of "
                          f"{', '.join(map(repr, GRAD_REDUCE_DTYPES))}")
-    if grad_reduce_dtype == "float32":
-        value_and_grad = _float32_reduced_grads(model, mesh, label_smoothing)
-    else:
-        value_and_grad = functools.partial(_value_and_grad, model, label_smoothing)
+    value_and_grad = _data_parallel_grads(model, mesh or sharding.make_data_mesh(),
+                                          label_smoothing, GRAD_REDUCE_DTYPES[grad_reduce_dtype])
 
     def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
         images = normalize(batch["image"], mean, std)
@@ -125,23 +127,24 @@ def _value_and_grad(model: nn.Module, label_smoothing: float, params, batch_stat
     return jax.value_and_grad(loss_fn, has_aux=True)(params)
 
 
-def _float32_reduced_grads(model: nn.Module, mesh, label_smoothing: float) -> Callable:
-    """`_value_and_grad` with the gradient all-reduce forced to float32: each device computes
-    the gradients of its shard (summing a shared kernel's uses locally) and they are averaged
-    with one float32 `pmean` per parameter. BatchNorm averages its statistics over the data
-    axis (`norm_axis_name`), so they remain those of the global batch; this is the pmap-era
-    recipe (`check_vma=False`: the psum in BatchNorm transposes to a psum of cotangents, which
-    with the final pmean gives the gradient of the global mean loss)."""
-    if mesh is None:
-        raise ValueError("grad_reduce_dtype='float32' needs the mesh")
+def _data_parallel_grads(model: nn.Module, mesh: Mesh, label_smoothing: float,
+                         reduce_dtype: Any) -> Callable:
+    """`_value_and_grad` of the global batch, computed per shard under `shard_map` and reduced
+    once per gradient leaf. This is the pmap-era recipe (`check_vma=False`): the psum in
+    BatchNorm's statistics transposes to a psum of cotangents, which with the final pmean of
+    the per-shard gradients gives the gradient of the global mean loss."""
     axis = sharding.DATA_AXIS
     synced = model.clone(norm_axis_name=axis)
+
+    def reduce(grad: jax.Array) -> jax.Array:
+        return jax.lax.pmean(grad.astype(reduce_dtype), axis).astype(grad.dtype)
 
     def per_shard(params, batch_stats, images, labels, dropout_rng):
         dropout_rng = jax.random.fold_in(dropout_rng, jax.lax.axis_index(axis))
         (loss, (logits, batch_stats)), grads = _value_and_grad(
             synced, label_smoothing, params, batch_stats, images, labels, dropout_rng)
-        grads = jax.tree.map(lambda g: jax.lax.pmean(g.astype(jnp.float32), axis), grads)
+        with jax.named_scope(GRADIENT_REDUCE_SCOPE):
+            grads = jax.tree.map(reduce, grads)
         return (jax.lax.pmean(loss, axis), (logits, batch_stats)), grads
 
     replicated, split = PartitionSpec(), PartitionSpec(axis)

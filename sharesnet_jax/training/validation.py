@@ -12,9 +12,11 @@ import jax
 
 from sharesnet_jax.data.info import AUGMENT_CHOICES
 from sharesnet_jax.errors import UserError
-from sharesnet_jax.models import SHARE_MODES, STAGE_IMPLS, list_models, model_spec
+from sharesnet_jax.models import (
+    REMAT_POLICIES, SHARE_MODES, STAGE_IMPLS, list_models, model_spec,
+)
 from sharesnet_jax.training import optim
-from sharesnet_jax.training.config import DTYPES, base_config
+from sharesnet_jax.training.config import DTYPES, base_config, remat_policy
 from sharesnet_jax.training.steps import GRAD_REDUCE_DTYPES
 
 
@@ -81,11 +83,9 @@ def check_bn_groups(config, devices: int) -> None:
         raise UserError(f"bn_group_size={config.bn_group_size!r} must divide batch_size="
                         f"{config.batch_size} (or be 0: statistics over the whole batch)")
     per_device = config.batch_size // devices
-    if config.grad_reduce_dtype == "float32" and config.bn_group_size and (
-            per_device % config.bn_group_size):
+    if config.bn_group_size and per_device % config.bn_group_size:
         raise UserError(f"bn_group_size={config.bn_group_size} must divide the per-device batch "
-                        f"({per_device}) with grad_reduce_dtype='float32' (groups are formed on "
-                        "each device)")
+                        f"({per_device}): groups are formed on each device")
 
 
 def check_config(config) -> None:
@@ -93,6 +93,8 @@ def check_config(config) -> None:
     _one_of(config, "model", list_models())
     _one_of(config, "share", SHARE_MODES, allow_none=True)
     _one_of(config, "stage_impl", STAGE_IMPLS, allow_none=True)
+    _one_of(config, "remat_policy", REMAT_POLICIES, allow_none=True)
+    remat_policy(config)  # the older `remat` must not contradict it
     _one_of(config, "dtype", DTYPES)
     _one_of(config, "optimizer", optim.OPTIMIZERS)
     _one_of(config, "schedule", optim.SCHEDULES)
@@ -158,7 +160,8 @@ def check_plan(config, info, plan) -> None:
 RESUMABLE_CHANGES = frozenset({
     "log_every_steps", "eval_every_epochs", "eval_every_steps", "checkpoint_every_steps",
     "keep_checkpoints", "eval_only", "num_epochs", "num_train_steps", "data_dir", "download",
-    "manual_dir", "eval_split", "eval_batch_size", "init_from", "remat", "skip_nonfinite",
+    "manual_dir", "eval_split", "eval_batch_size", "init_from", "remat", "remat_policy",
+    "skip_nonfinite",
     "grad_reduce_dtype",
 })
 

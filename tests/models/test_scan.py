@@ -1,6 +1,6 @@
-"""stage_impl='scan' and remat=True compute what the plain loop computes; the layouts interchange;
+"""stage_impl='scan' and every remat_policy compute what the plain loop computes; the layouts interchange;
 the scan model's OWN initialisation gives every scanned block its own weights, drawn like the
-loop's; remat=True really puts a rematerialisation (checkpoint) into the gradient.
+loop's; each remat_policy really puts its rematerialisation into the gradient.
 
 Gradients through a scan of convolutions compile and run slowly on XLA:CPU, so the networks here
 are tiny (two stages of 3 and 2 blocks, width 4, batch 2, 8x8 or 16x16 images) and every jitted
@@ -56,9 +56,9 @@ def _loop_variables(family, share):
 
 
 @functools.cache
-def _compiled_step(family, share, impl, remat, dropout):
+def _compiled_step(family, share, impl, remat_policy, dropout):
     """A jitted train-step-like function: train loss, logits, BN updates, grads; eval logits."""
-    fields = dict(stage_impl=impl, remat=remat)
+    fields = dict(stage_impl=impl, remat_policy=remat_policy)
     if dropout:
         fields["dropout_rate"] = dropout
     model = _model(family, share, **fields)
@@ -81,12 +81,13 @@ def _compiled_step(family, share, impl, remat, dropout):
 
 
 @functools.cache
-def _results(family, share, impl, remat=False, dropout=0.0, seed=0):
+def _results(family, share, impl, remat_policy="none", dropout=0.0, seed=0):
     """The step's outputs on the loop model's initial variables, all in the LOOP layout."""
     variables = _loop_variables(family, share)
     if impl == "scan":
         variables = to_scan_layout(variables)
-    out = _compiled_step(family, share, impl, remat, dropout)(variables, jax.random.key(seed))
+    out = _compiled_step(family, share, impl, remat_policy, dropout)(variables,
+                                                                     jax.random.key(seed))
     return jax.tree.map(np.asarray, to_loop_layout(out))
 
 
@@ -148,8 +149,8 @@ def test_scan_models_own_init_gives_each_block_its_own_weights_drawn_like_the_lo
             assert blocks[i].shape != blocks[j].shape or not np.allclose(blocks[i], blocks[j])
 
 
-def _gradient_jaxpr(impl, remat):
-    model = _model("cifar_basic", "paper", stage_impl=impl, remat=remat)
+def _gradient_jaxpr(impl, remat_policy):
+    model = _model("cifar_basic", "paper", stage_impl=impl, remat_policy=remat_policy)
     images, labels = _batch("cifar_basic")
     variables = _loop_variables("cifar_basic", "paper")
     if impl == "scan":
@@ -163,26 +164,40 @@ def _gradient_jaxpr(impl, remat):
     return str(jax.make_jaxpr(jax.grad(loss))(variables["params"]))
 
 
-@pytest.mark.parametrize("impl", ["loop", "scan"])
-def test_remat_puts_a_rematerialisation_into_the_gradient(impl):
-    """Equal outputs alone cannot tell remat=True from remat=False: the gradient's program must
-    hold a checkpoint (remat) primitive with remat=True, and none without."""
-    primitive = re.compile(r"\b(checkpoint|remat\d*)\[")
-    assert primitive.search(_gradient_jaxpr(impl, True))
-    assert not primitive.search(_gradient_jaxpr(impl, False))
+def _count(pattern: str, jaxpr: str) -> int:
+    return len(re.findall(pattern, jaxpr))
 
 
 @pytest.mark.parametrize("impl", ["loop", "scan"])
-def test_remat_changes_nothing_but_memory(impl):
+def test_each_remat_policy_recomputes_what_it_says(impl):
+    """Equal outputs alone cannot tell the policies apart; the gradient's program can. A
+    pre-activation basic block normalises the output of its first 3x3 conv (bn2), so its
+    backward pass needs that output: 'full' recomputes that conv, 'conv_outputs' keeps it and
+    recomputes only the BatchNorms (one more rsqrt each), 'none' recomputes nothing."""
+    conv, rsqrt = r"conv_general_dilated\[", r"\brsqrt\b"
+    none, convs, full = (_gradient_jaxpr(impl, p) for p in ("none", "conv_outputs", "full"))
+    checkpoint = r"\b(checkpoint|remat\d*)\["
+    assert not re.search(checkpoint, none)
+    assert re.search(checkpoint, convs) and re.search(checkpoint, full)
+    # stage_sizes (3, 2): five blocks; under scan each stage traces block 1 and one body.
+    blocks = 4 if impl == "scan" else 5
+    assert _count(conv, convs) == _count(conv, none)
+    assert _count(conv, full) == _count(conv, none) + blocks
+    assert _count(rsqrt, convs) == _count(rsqrt, full) == _count(rsqrt, none) + 2 * blocks
+
+
+@pytest.mark.parametrize("impl", ["loop", "scan"])
+@pytest.mark.parametrize("policy", ["conv_outputs", "full"])
+def test_remat_changes_nothing_but_memory(impl, policy):
     # Dropout on: remat must replay the same masks in the backward pass.
-    plain = _results("cifar_basic", "paper", impl, remat=False, dropout=0.3)
-    remat = _results("cifar_basic", "paper", impl, remat=True, dropout=0.3)
+    plain = _results("cifar_basic", "paper", impl, dropout=0.3)
+    remat = _results("cifar_basic", "paper", impl, remat_policy=policy, dropout=0.3)
     _assert_trees_close(remat, plain)
 
 
 def test_scan_dropout_is_per_call_random_and_off_at_eval():
     first = _results("cifar_basic", "paper", "scan", dropout=0.3, seed=0)
-    again = _compiled_step("cifar_basic", "paper", "scan", False, 0.3)(
+    again = _compiled_step("cifar_basic", "paper", "scan", "none", 0.3)(
         to_scan_layout(_loop_variables("cifar_basic", "paper")), jax.random.key(0))
     other = _results("cifar_basic", "paper", "scan", dropout=0.3, seed=1)
     np.testing.assert_array_equal(first["logits"], np.asarray(again["logits"]))
@@ -203,11 +218,12 @@ class _MaskBlock(PreActBasic):
         return x + keep + 0 * self.conv3x3(x, "conv2", 1, shared_kernel)
 
 
-@pytest.mark.parametrize("remat", [False, True])
-def test_every_scanned_block_draws_its_own_dropout_mask(remat):
+@pytest.mark.parametrize("remat_policy", ["none", "full"])
+def test_every_scanned_block_draws_its_own_dropout_mask(remat_policy):
     stage = Stage(block=_MaskBlock, num_blocks=4, features=2, strides=1, share="paper",
                   conv=make_conv(jnp.float32, jnp.float32),
-                  norm=make_norm(True, jnp.float32, jnp.float32), stage_impl="scan", remat=remat)
+                  norm=make_norm(True, jnp.float32, jnp.float32), stage_impl="scan",
+                  remat_policy=remat_policy)
     x = jnp.zeros((1, 8, 8, 2))
     variables = {"params": stage.init(jax.random.key(0), x, train=False)["params"]}
     # block 1 owns its 3x3; blocks 2..4 apply the broadcast shared kernel and own no params
@@ -277,7 +293,7 @@ def test_paper_networks_keep_their_exact_counts_under_scan():
     for name, classes, expected in (("cifar_sharesnet164", 10, 929_114),
                                     ("sharesnet50", 1000, 20_469_800)):
         variables = abstract_variables(create_model(name, num_classes=classes, stage_impl="scan",
-                                                    remat=True))
+                                                    remat_policy="full"))
         assert count_params(variables["params"]) == expected, name
         assert SCANNED_BLOCKS in variables["params"]["stage2"]
 
@@ -286,7 +302,7 @@ def test_stage_impl_is_validated_and_reachable_through_create_model():
     # What the fields do, not what they hold: create_model's scan model builds scanned stages,
     # its default builds the loop.
     scanned = abstract_variables(create_model("sharesnet18", num_classes=10, stage_impl="scan",
-                                              remat=True))
+                                              remat_policy="full"))
     assert SCANNED_BLOCKS in scanned["params"]["stage1"]
     looped = abstract_variables(create_model("cifar_resnet20", num_classes=10))
     assert SCANNED_BLOCKS not in looped["params"]["stage1"]

@@ -102,4 +102,4 @@ def check_fits_device(compiled, device) -> None:
     if need > limit:
         raise UserError(f"the train step needs {gib(need)} per device but {device.device_kind} "
                          f"{device.id} has {gib(limit)}: lower --config.batch_size or set "
-                         "--config.remat=True")
+                         "--config.remat_policy=conv_outputs (or full)")

@@ -9,14 +9,16 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+from flax import traverse_util
 
 from sharesnet_jax.data import synthetic
 from sharesnet_jax.data.info import KNOWN_NUM_CLASSES, KNOWN_TRAIN_EXAMPLES, DatasetInfo
-from sharesnet_jax.models import model_spec
+from sharesnet_jax.models import REMAT_POLICIES, model_spec
 from sharesnet_jax.models.stats import count_params, forward_macs
 from sharesnet_jax.training import sharding, validation
+from sharesnet_jax.training.config import remat_policy
 from sharesnet_jax.training.run_setup import build_run
-from sharesnet_jax.training.steps import create_train_state
+from sharesnet_jax.training.steps import GRAD_REDUCE_DTYPES, create_train_state
 from sharesnet_jax.training.tpu.chips import (
     Chip, DoesNotFit, PlanError, Slice, gib, refuse_known_compiler_crash, tpu_slice,
 )
@@ -105,12 +107,48 @@ def build_steps(config, tpu: Slice, *, batch_size: int | None = None) -> Steps:
 # FLOPs and the roofline estimate.
 
 
+def forward_passes(model) -> int:
+    """Convolution passes of a train step in forward-pass units: the forward and the backward
+    (two convolutions per forward one) make 3; remat_policy='full' runs the forward twice (4);
+    'conv_outputs' keeps every convolution's output and recomputes only elementwise ops (3)."""
+    return 4 if model.remat_policy == "full" else 3
+
+
 def train_flops_per_chip(model, image_shape, per_chip_batch: int) -> int:
     """Our own count, not XLA's (whose cost analysis counts a scan body once): 2 FLOPs per
-    multiply-add of the forward pass, x3 for forward + backward (the backward is two
-    convolutions per forward one), x4 when blocks are rematerialised (the forward runs twice)."""
-    passes = 4 if model.remat else 3
-    return 2 * forward_macs(model, tuple(image_shape)) * per_chip_batch * passes
+    multiply-add of the forward pass, times `forward_passes`."""
+    return 2 * forward_macs(model, tuple(image_shape)) * per_chip_batch * forward_passes(model)
+
+
+# ---------------------------------------------------------------------------------------------
+# What the gradient all-reduce should send.
+
+GRADIENT_KINDS = ("shared 3x3 kernels", "other kernels", "BatchNorm and head")
+
+
+def gradient_kind(path: tuple[str, ...]) -> str:
+    if "shared_conv3x3" in path:
+        return GRADIENT_KINDS[0]
+    if path[-1] == "kernel" and "head" not in path:
+        return GRADIENT_KINDS[1]
+    return GRADIENT_KINDS[2]
+
+
+def gradient_bytes_by_kind(params, grad_reduce_dtype: str) -> dict[str, int]:
+    """Bytes each chip sends per step when every gradient is reduced once, in that dtype."""
+    width = jnp.dtype(GRAD_REDUCE_DTYPES[grad_reduce_dtype]).itemsize
+    totals = dict.fromkeys(GRADIENT_KINDS, 0)
+    for path, leaf in traverse_util.flatten_dict(params).items():
+        totals[gradient_kind(path)] += width * math.prod(leaf.shape)
+    return totals
+
+
+def statistics_bytes(model, batch_stats) -> int:
+    """BatchNorm's float32 all-reduces: the mean and mean square of every BatchNorm, averaged
+    over the chips in the forward pass and their cotangents in the backward one (4 B x 2 per
+    statistic); `bn_group_size` groups reduce only their running averages (4 B x 1)."""
+    statistics = sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(batch_stats))
+    return (4 if model.bn_group_size else 8) * statistics
 
 
 def eval_flops_per_chip(model, image_shape, per_chip_batch: int) -> int:
@@ -165,10 +203,14 @@ class Plan:
     tpu: Slice
     global_batch: int
     train: StepReport
-    all_reduce: dict[str, int]
+    all_reduce: dict[str, int]  # measured: bytes per dtype in the compiled train step
     other_collectives: list[str]
     estimate: Roofline
     num_params: int
+    grad_reduce_dtype: str
+    gradient_bytes: dict[str, int]  # expected: once per parameter, by GRADIENT_KINDS
+    statistics_bytes: int  # expected: BatchNorm's statistics (see `statistics_bytes`)
+    forward_passes: int
     eval: StepReport | None = None
     eval_global_batch: int = 0
     notes: list[str] = dataclasses.field(default_factory=list)
@@ -177,6 +219,17 @@ class Plan:
     def all_reduce_total(self) -> int:
         return sum(self.all_reduce.values())
 
+    @property
+    def measured_gradient_bytes(self) -> int:
+        """The compiled step's all-reduce bytes less BatchNorm's statistics."""
+        return self.all_reduce_total - self.statistics_bytes
+
+    @property
+    def gradients_reduced_once(self) -> bool:
+        """Whether the step sends each parameter's gradient once (within 1%)."""
+        expected = sum(self.gradient_bytes.values())
+        return abs(self.measured_gradient_bytes - expected) <= 0.01 * expected
+
 
 def _cost(executable) -> dict:
     cost = executable.cost_analysis()
@@ -184,11 +237,11 @@ def _cost(executable) -> dict:
 
 
 def describe(config) -> str:
-    parts = [config.model, config.dtype]
-    for field in ("share", "stage_impl", "remat", "grad_reduce_dtype", "bn_group_size"):
-        if config[field] not in (None, "auto", 0):
-            parts.append(f"{field}={config[field]}")
-    return ", ".join(parts)
+    fields = {field: config[field] for field in ("share", "stage_impl", "bn_group_size")}
+    fields["remat_policy"] = remat_policy(config)
+    fields["grad_reduce_dtype"] = config.grad_reduce_dtype
+    return ", ".join([config.model, config.dtype] + [
+        f"{field}={value}" for field, value in fields.items() if value not in (None, "none", 0)])
 
 
 def plan(config, topology: str, *, include_eval: bool = True,
@@ -217,7 +270,10 @@ def plan(config, topology: str, *, include_eval: bool = True,
         all_reduce=reduce, other_collectives=other_collectives(hlo),
         estimate=roofline(tpu.chip, flops, None if scanned else cost.get("bytes accessed"),
                           sum(reduce.values()), tpu.chips),
-        num_params=count_params(built.state.params))
+        num_params=count_params(built.state.params), grad_reduce_dtype=config.grad_reduce_dtype,
+        gradient_bytes=gradient_bytes_by_kind(built.state.params, config.grad_reduce_dtype),
+        statistics_bytes=statistics_bytes(built.model, built.state.batch_stats),
+        forward_passes=forward_passes(built.model))
     if scanned:
         result.notes.append("stage_impl=scan: XLA's cost analysis counts a scan body once, so "
                             "its FLOP and HBM-byte figures are left out")
@@ -284,14 +340,19 @@ def does_not_fit(config, tpu: Slice, per_chip_batch: int, oom: OutOfMemory,
             f"{gib(oom.needed) if oom.needed else 'more HBM than'} per chip; a {chip} chip has "
             f"{has}")
     if not search:
-        return DoesNotFit(f"{head}: lower --config.batch_size or set --config.remat=True")
+        return DoesNotFit(f"{head}: lower --config.batch_size or set "
+                          "--config.remat_policy=conv_outputs (or full)")
     options = []
     fitting = largest_fitting_batch(config, tpu, per_chip_batch, oom, compiler_options)
     if fitting:
         options.append(f"--config.batch_size={fitting * tpu.chips} ({fitting} per chip) fits")
-    if not config.remat and fits(config, tpu, batch_size=config.batch_size,
-                                              compiler_options=compiler_options, remat=True):
-        options.append("--config.remat=True fits at this batch")
+    # Cheapest first: 'conv_outputs' recomputes no convolution, 'full' a whole forward pass.
+    current = REMAT_POLICIES.index(remat_policy(config) or "none")
+    for policy in REMAT_POLICIES[current + 1:]:
+        if fits(config, tpu, batch_size=config.batch_size, compiler_options=compiler_options,
+                remat_policy=policy, remat=None):
+            options.append(f"--config.remat_policy={policy} fits at this batch")
+            break
     if not options:
         return DoesNotFit(f"{head}: not even 1 image per chip fits; use a larger chip")
     return DoesNotFit(f"{head}: {' or '.join(options)}")

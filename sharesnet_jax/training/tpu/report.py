@@ -35,13 +35,20 @@ def format_plan(p: Plan) -> str:
                                          f"({gib(chip.hbm_bytes)}): "
                                          f"{100 * m.total / chip.hbm_usable:.0f}%"),
         ("train FLOPs per chip per step", f"{_tflops(t.flops)} (ours: 2 x MACs x batch x "
-                                          f"{4 if 'remat=True' in p.config_summary else 3})"),
+                                          f"{p.forward_passes} passes)"),
+        ("  recomputed by remat", f"{_tflops(t.flops * (p.forward_passes - 3) / p.forward_passes)}"
+                                  " (convolutions; elementwise recomputation not counted)"),
         ("  XLA cost analysis", _tflops(t.xla_flops)),
         ("all-reduce per chip per step",
          ", ".join(f"{_mib(b)} {d}" for d, b in sorted(p.all_reduce.items())) or "none"),
-        ("  gradients once per parameter in f32", f"{_mib(4 * p.num_params)} (4 B x "
-                                                  f"{p.num_params:,} parameters: the cost of "
-                                                  "grad_reduce_dtype=float32)"),
+        (f"  gradients, once per parameter in {p.grad_reduce_dtype}",
+         f"{_mib(sum(p.gradient_bytes.values()))} ("
+         + ", ".join(f"{kind} {_mib(b)}" for kind, b in p.gradient_bytes.items())
+         + f"; {p.num_params:,} parameters)"),
+        ("  BatchNorm statistics (f32)", _mib(p.statistics_bytes)),
+        ("  measured less statistics", f"{_mib(p.measured_gradient_bytes)}: "
+                                       + ("each gradient once" if p.gradients_reduced_once else
+                                          "NOT the parameters' bytes (more than 1% off)")),
     ]
     if p.other_collectives:
         rows.append(("other collectives", ", ".join(p.other_collectives)))
