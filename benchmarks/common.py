@@ -64,7 +64,7 @@ def run_config(spec: dict):
         spec["model"])
     config.update(dataset=synthetic.NAME, image_size=spec["image_size"],
                   num_classes=spec["num_classes"], batch_size=spec["batch"], dtype=spec["dtype"],
-                  stage_impl=spec["stage_impl"], remat=spec["remat"],
+                  stage_impl=spec["stage_impl"], remat_policy=spec["remat_policy"],
                   dropout_rate=spec.get("dropout_rate"))
     if config.bn_group_size and spec["batch"] % config.bn_group_size:
         config.bn_group_size = 0  # the recipe's per-GPU groups do not divide this batch
@@ -180,7 +180,7 @@ def command_line(script: str, argv: Sequence[str] | None) -> str:
 
 
 def make_spec(model: str, *, batch: int, image_size: int | None = None, dtype: str = "float32",
-              stage_impl: str = "loop", remat: bool = False, num_classes: int | None = None,
+              stage_impl: str = "loop", remat_policy: str = "none", num_classes: int | None = None,
               dropout_rate: float | None = None, steps: int = 10, warmup: int = 2,
               **extra) -> dict:
     """A measurement, as JSON-able fields. `dropout_rate` None keeps the model's (0, except
@@ -189,7 +189,7 @@ def make_spec(model: str, *, batch: int, image_size: int | None = None, dtype: s
     if num_classes is None:  # the paper trains WRN-28-10 on CIFAR-100
         num_classes = 100 if model.endswith("wrn28_10") else family.num_classes
     return dict(model=model, batch=batch, image_size=image_size or family.image_size,
-                dtype=dtype, stage_impl=stage_impl, remat=remat,
+                dtype=dtype, stage_impl=stage_impl, remat_policy=remat_policy,
                 num_classes=num_classes,
                 dropout_rate=dropout_rate, steps=steps, warmup=warmup, **extra)
 
@@ -313,7 +313,8 @@ def run_all(specs: Iterable[dict], *, budget_s: float | None = None,
 
 
 def label(spec: dict) -> str:
-    return (f"{spec['model']} [{spec['stage_impl']}{', remat' if spec['remat'] else ''}, "
+    remat = "" if spec["remat_policy"] == "none" else f", remat {spec['remat_policy']}"
+    return (f"{spec['model']} [{spec['stage_impl']}{remat}, "
             f"{spec['dtype']}, {spec['batch']}x{spec['image_size']}x{spec['image_size']}]")
 
 

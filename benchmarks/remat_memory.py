@@ -1,4 +1,4 @@
-"""Peak temporary memory of a train-step-like fwd+bwd, with per-block remat off and on.
+"""Peak temporary memory of a train-step-like fwd+bwd under each remat_policy.
 
 XLA's own accounting: `jax.jit(step).lower(...).compile().memory_analysis().temp_size_in_bytes`,
 the scratch the compiled step needs besides its arguments and outputs (mostly the activations
@@ -32,16 +32,16 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
 
-from sharesnet_jax.models import create_model  # noqa: E402
+from sharesnet_jax.models import REMAT_POLICIES, create_model  # noqa: E402
 from sharesnet_jax.models.stats import abstract_variables, default_image_shape  # noqa: E402
 
 MIB = 2**20
 
 
-def compiled_memory(name: str, *, batch: int, impl: str, remat: bool, num_classes: int,
+def compiled_memory(name: str, *, batch: int, impl: str, remat_policy: str, num_classes: int,
                     image_size: int | None, dtype: str) -> dict:
-    model = create_model(name, num_classes=num_classes, stage_impl=impl, remat=remat,
-                         dtype=jnp.dtype(dtype))
+    model = create_model(name, num_classes=num_classes, stage_impl=impl,
+                         remat_policy=remat_policy, dtype=jnp.dtype(dtype))
     image_shape = default_image_shape(model)
     if image_size:
         image_shape = (image_size, image_size, image_shape[-1])
@@ -86,22 +86,22 @@ def main(argv: list[str] | None = None) -> int:
     print(f"backend: {jax.default_backend()} ({jax.devices()[0].device_kind}), "
           f"jax {jax.__version__}, batch {args.batch}, compute dtype {args.dtype}")
     print()
-    print("| model | impl | input | arguments (MiB) | temp, remat off (MiB) | temp, remat on (MiB) "
-          "| saved | compile off/on (s) |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| model | impl | input | arguments (MiB) | "
+          + " | ".join(f"temp, {policy} (MiB)" for policy in REMAT_POLICIES)
+          + " | compile (s) |")
+    print("|---|---|---|---|" + "---|" * len(REMAT_POLICIES) + "---|")
     for name in args.models:
         cifar = name.startswith(("cifar", "wrn", "sharewrn"))
         num_classes = args.num_classes or (10 if cifar else 1000)
         for impl in args.impls:
-            off, on = (compiled_memory(name, batch=args.batch, impl=impl, remat=remat,
-                                       num_classes=num_classes, image_size=args.image_size,
-                                       dtype=args.dtype)
-                       for remat in (False, True))
-            side = "x".join(map(str, off["image"][:2]))
-            print(f"| {name} | {impl} | {args.batch}x{side} | {off['args'] / MIB:,.1f} "
-                  f"| {off['temp'] / MIB:,.1f} | {on['temp'] / MIB:,.1f} "
-                  f"| {round(100 * (1 - on['temp'] / off['temp'])):d}% "
-                  f"| {off['compile_s']:.0f} / {on['compile_s']:.0f} |", flush=True)
+            rows = [compiled_memory(name, batch=args.batch, impl=impl, remat_policy=policy,
+                                    num_classes=num_classes, image_size=args.image_size,
+                                    dtype=args.dtype)
+                    for policy in REMAT_POLICIES]
+            side = "x".join(map(str, rows[0]["image"][:2]))
+            print(f"| {name} | {impl} | {args.batch}x{side} | {rows[0]['args'] / MIB:,.1f} | "
+                  + " | ".join(f"{r['temp'] / MIB:,.1f}" for r in rows) + " | "
+                  + " / ".join(f"{r['compile_s']:.0f}" for r in rows) + " |", flush=True)
     return 0
 
 

@@ -23,6 +23,7 @@ import argparse
 import sys
 
 import common
+from sharesnet_jax.models import REMAT_POLICIES
 
 SCRIPT = "benchmarks/throughput.py"
 
@@ -38,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-classes", type=int, default=None,
                         help="default: 100 for WRN-28-10, 10 other CIFAR nets, 1000 ImageNet")
     parser.add_argument("--stage-impl", default="loop", choices=["loop", "scan"])
-    parser.add_argument("--remat", action="store_true", help="rematerialise every block")
+    parser.add_argument("--remat_policy", default="none", choices=REMAT_POLICIES,
+                        help="what each block keeps for the backward pass")
     parser.add_argument("--steps", type=int, default=10, help="timed steps")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps after compiling")
     parser.add_argument("--peak-tflops", type=float, default=None,
@@ -48,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     specs = [common.make_spec(name, batch=args.batch, image_size=args.image_size,
-                              dtype=args.dtype, stage_impl=args.stage_impl, remat=args.remat,
+                              dtype=args.dtype, stage_impl=args.stage_impl, remat_policy=args.remat_policy,
                               num_classes=args.num_classes, steps=args.steps,
                               warmup=args.warmup)
              for name in args.models]
@@ -59,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     for spec, result in results:
         ok = "error" not in result
         rows.append([
-            spec["model"], f"{spec['stage_impl']}{' +remat' if spec['remat'] else ''}",
+            spec["model"], f"{spec['stage_impl']}{'' if spec['remat_policy'] == 'none' else ' +' + spec['remat_policy']}",
             f"{spec['batch']}x{spec['image_size']}x{spec['image_size']}", spec["dtype"],
             common.fmt(result.get("params"), ","),
             common.fmt(result["macs"] / 1e9 if ok else None, ".3f"),

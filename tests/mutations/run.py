@@ -58,10 +58,10 @@ MUTATIONS = [
         "blocks 2..n of a scanned stage start from identical weights"),
     Mutation(
         "remat_ignored", LAYERS,
-        "if self.remat:",
+        'if self.remat_policy != "none":',
         "if False:",
         ("tests/models/test_scan.py",),
-        "remat=True silently does nothing"),
+        "remat_policy silently does nothing"),
     Mutation(
         "unshare_block2_3x3", LAYERS,
         "x, train, kernel if slots_per_block[index] else None)",
@@ -182,6 +182,25 @@ MUTATIONS = [
         "pass",
         ("tests/training/test_tpu_plan.py", "-k", "bn_groups"),
         "the planner checks BatchNorm groups against this machine's devices, not the slice's"),
+    Mutation(
+        "gradient_reduced_per_use", STEPS,
+        "value_and_grad = _data_parallel_grads(model, mesh or sharding.make_data_mesh(),",
+        "value_and_grad = (lambda *a: _value_and_grad(model, label_smoothing, *a)) if True "
+        "else _data_parallel_grads(model, mesh,",
+        ("tests/training/test_gradient_reduce.py", "-k", "once_in_every_layout"),
+        "the partitioner places the gradient all-reduce: a shared kernel once per use"),
+    Mutation(
+        "gradient_reduce_ignores_dtype", STEPS,
+        "return jax.lax.pmean(grad.astype(reduce_dtype), axis).astype(grad.dtype)",
+        "return jax.lax.pmean(grad, axis)",
+        ("tests/training/test_gradient_reduce.py",),
+        "grad_reduce_dtype='bfloat16' still all-reduces float32"),
+    Mutation(
+        "remat_repeats_collectives", LAYERS,
+        "return primitive is jax.lax.psum_p",
+        "return False",
+        ("tests/training/test_gradient_reduce.py", "-k", "once_in_every_layout"),
+        "a rematerialised block repeats BatchNorm's cross-device reductions in the backward"),
 ]
 
 
