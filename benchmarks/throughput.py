@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-classes", type=int, default=None,
                         help="default: 100 for WRN-28-10, 10 other CIFAR nets, 1000 ImageNet")
     parser.add_argument("--stage-impl", default="loop", choices=["loop", "scan"])
-    parser.add_argument("--remat_policy", default="none", choices=REMAT_POLICIES,
+    parser.add_argument("--remat-policy", default="none", choices=REMAT_POLICIES,
                         help="what each block keeps for the backward pass")
     parser.add_argument("--steps", type=int, default=10, help="timed steps")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps after compiling")
@@ -50,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     specs = [common.make_spec(name, batch=args.batch, image_size=args.image_size,
-                              dtype=args.dtype, stage_impl=args.stage_impl, remat_policy=args.remat_policy,
+                              dtype=args.dtype, stage_impl=args.stage_impl,
+                              remat_policy=args.remat_policy,
                               num_classes=args.num_classes, steps=args.steps,
                               warmup=args.warmup)
              for name in args.models]

@@ -45,22 +45,52 @@ class GroupBatchNorm(nn.Module):
             mean, var = running_mean.value, running_var.value
             normalized = (values - mean) * jax.lax.rsqrt(var + self.epsilon)
         else:
-            if x.shape[0] % self.group_size:
-                raise ValueError(f"bn_group_size={self.group_size} does not divide the batch of "
-                                 f"{x.shape[0]} examples")
-            groups = values.reshape(x.shape[0] // self.group_size, self.group_size, *x.shape[1:])
-            axes = tuple(range(1, groups.ndim - 1))
-            mean = jnp.mean(groups, axes, keepdims=True)
-            # E[x^2] - E[x]^2, as nn.BatchNorm computes it by default.
-            var = jnp.maximum(jnp.mean(jnp.square(groups), axes, keepdims=True) - jnp.square(mean),
-                              0.0)
-            normalized = ((groups - mean) * jax.lax.rsqrt(var + self.epsilon)).reshape(x.shape)
+            normalized, group_mean, group_var = self._normalize_by_group(values)
             if not self.is_initializing():
-                group_means = jnp.stack([jnp.mean(s.reshape(-1, features), axis=0)
-                                         for s in (mean, var)])
-                if self.axis_name is not None:
-                    group_means = jax.lax.pmean(group_means, self.axis_name)
-                for running, batch in zip((running_mean, running_var), group_means):
+                for running, batch in ((running_mean, group_mean), (running_var, group_var)):
                     running.value = self.momentum * running.value + (1 - self.momentum) * batch
         y = normalized * scale.astype(jnp.float32) + bias.astype(jnp.float32)
         return y.astype(self.dtype or x.dtype)
+
+    def _normalize_by_group(self, values: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """(normalised values, mean over groups of the groups' means, ... of their variances)."""
+        local, features = values.shape[0], values.shape[-1]
+        if self.axis_name is not None and self.group_size > local:
+            return self._normalize_across_devices(values)
+        if local % self.group_size:
+            raise ValueError(f"bn_group_size={self.group_size} does not divide the batch of "
+                             f"{local} examples")
+        groups = values.reshape(local // self.group_size, self.group_size, *values.shape[1:])
+        axes = tuple(range(1, groups.ndim - 1))
+        mean = jnp.mean(groups, axes, keepdims=True)
+        # E[x^2] - E[x]^2, as nn.BatchNorm computes it by default.
+        var = jnp.maximum(jnp.mean(jnp.square(groups), axes, keepdims=True) - jnp.square(mean),
+                          0.0)
+        normalized = ((groups - mean) * jax.lax.rsqrt(var + self.epsilon)).reshape(values.shape)
+        group_means = jnp.stack([jnp.mean(s.reshape(-1, features), axis=0) for s in (mean, var)])
+        if self.axis_name is not None:
+            group_means = jax.lax.pmean(group_means, self.axis_name)
+        return normalized, group_means[0], group_means[1]
+
+    def _normalize_across_devices(self, values: jax.Array):
+        """A group spans `group_size / local batch` consecutive devices of the axis (a per-GPU
+        group of 64 on chips holding 32 each): every device gathers each device's mean and mean
+        square, averages those of its group, and the running averages follow all groups."""
+        local = values.shape[0]
+        if self.group_size % local:
+            raise ValueError(f"bn_group_size={self.group_size} is neither a divisor nor a "
+                             f"multiple of the {local} examples on each device")
+        span = self.group_size // local
+        axes = tuple(range(values.ndim - 1))
+        moments = jnp.stack([jnp.mean(values, axes), jnp.mean(jnp.square(values), axes)])
+        every_device = jax.lax.all_gather(moments, self.axis_name)  # (devices, 2, features)
+        devices = every_device.shape[0]
+        if devices % span:
+            raise ValueError(f"bn_group_size={self.group_size} spans {span} devices, which do "
+                             f"not divide the {devices} devices")
+        groups = every_device.reshape(devices // span, span, *moments.shape).mean(axis=1)
+        mean, mean_square = groups[jax.lax.axis_index(self.axis_name) // span]
+        var = jnp.maximum(mean_square - jnp.square(mean), 0.0)
+        normalized = (values - mean) * jax.lax.rsqrt(var + self.epsilon)
+        group_vars = jnp.maximum(groups[:, 1] - jnp.square(groups[:, 0]), 0.0)
+        return normalized, jnp.mean(groups[:, 0], axis=0), jnp.mean(group_vars, axis=0)

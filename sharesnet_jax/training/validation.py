@@ -82,10 +82,13 @@ def check_bn_groups(config, devices: int) -> None:
                                     and config.batch_size % config.bn_group_size):
         raise UserError(f"bn_group_size={config.bn_group_size!r} must divide batch_size="
                         f"{config.batch_size} (or be 0: statistics over the whole batch)")
-    per_device = config.batch_size // devices
-    if config.bn_group_size and per_device % config.bn_group_size:
-        raise UserError(f"bn_group_size={config.bn_group_size} must divide the per-device batch "
-                        f"({per_device}): groups are formed on each device")
+    group, per_device = config.bn_group_size, config.batch_size // devices
+    if not group or per_device % group == 0:
+        return  # whole-batch statistics, or groups within each device
+    if group % per_device or devices % (group // per_device):
+        raise UserError(f"bn_group_size={group} must divide the per-device batch ({per_device}) "
+                        f"or span a whole number of devices that divides the {devices} "
+                        "(groups are formed on consecutive devices)")
 
 
 def check_config(config) -> None:

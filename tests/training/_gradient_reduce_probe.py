@@ -94,34 +94,54 @@ def reference_update(model, state, images, labels):
     one device, and optax's update."""
 
     def loss(params):
-        logits, _ = model.apply({"params": params, "batch_stats": state.batch_stats},
-                                (images.astype(jnp.float32) - jnp.asarray(MEAN)) / jnp.asarray(STD),
-                                train=True, mutable=["batch_stats"])
-        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+        logits, updates = model.apply(
+            {"params": params, "batch_stats": state.batch_stats},
+            (images.astype(jnp.float32) - jnp.asarray(MEAN)) / jnp.asarray(STD), train=True,
+            mutable=["batch_stats"])
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+        return loss, updates["batch_stats"]
 
-    grads = jax.grad(loss)(state.params)
+    grads, batch_stats = jax.grad(loss, has_aux=True)(state.params)
     updates, _ = TX.update(grads, state.opt_state, state.params)
-    return optax.apply_updates(state.params, updates)
+    return optax.apply_updates(state.params, updates), batch_stats
+
+
+def _largest_gap(actual, expected) -> float:
+    return max(float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
+               for a, b in zip(jax.tree.leaves(actual), jax.tree.leaves(expected)))
+
+
+def dropout_masks_per_example() -> bool:
+    """Eight identical examples, one per device, through a dropout net in training mode: their
+    logits differ only if every device draws its own masks."""
+    mesh = sharding.make_data_mesh()
+    model = create_model("sharewrn16_4", num_classes=10, stage_features=(4, 4, 4),
+                         dropout_rate=0.5)
+    state = steps.create_replicated_state(model, TX, 0, IMAGE, mesh)
+    value_and_grad = steps._data_parallel_grads(model, mesh, 0.0, jnp.float32)
+    images = jax.device_put(np.ones((8, *IMAGE), np.float32), sharding.batch_sharded(mesh))
+    labels = jax.device_put(np.zeros((8,), np.int32), sharding.batch_sharded(mesh))
+    (_, (logits, _)), _ = jax.jit(value_and_grad)(state.params, state.batch_stats, images,
+                                                  labels, jax.random.key_data(jax.random.key(3)))
+    logits = np.asarray(logits)
+    return all(not np.allclose(logits[i], logits[j]) for i in range(8) for j in range(i))
 
 
 def update_gaps() -> dict:
-    """Largest |new step - reference| over parameters, relative to the largest update."""
+    """Largest |new step - reference| over parameters, relative to the largest update, and over
+    BatchNorm's running statistics."""
     mesh = sharding.make_data_mesh()
     model = tiny("cifar_sharesnet20")
     data = batch(mesh, 1)
     gaps = {}
     for dtype in ("float32", "bfloat16"):
         jitted, state = compiled_step(model, mesh, dtype)
-        expected = jax.jit(reference_update, static_argnums=0)(
+        expected, expected_stats = jax.jit(reference_update, static_argnums=0)(
             model, jax.device_get(state), np.asarray(data["image"]), np.asarray(data["label"]))
         new, _ = jitted(state, data)
-        gap, scale = 0.0, 0.0
-        for a, b, old in zip(jax.tree.leaves(new.params), jax.tree.leaves(expected),
-                             jax.tree.leaves(state.params)):
-            a, b, old = (np.asarray(x, np.float64) for x in (a, b, old))
-            gap, scale = max(gap, float(np.max(np.abs(a - b)))), max(scale,
-                                                                    float(np.max(np.abs(b - old))))
-        gaps[dtype] = gap / scale
+        gaps[dtype] = _largest_gap(new.params, expected) / _largest_gap(expected, state.params)
+        gaps[f"{dtype} batch_stats"] = _largest_gap(new.batch_stats, expected_stats)
+    gaps["dropout masks per example"] = dropout_masks_per_example()
     return gaps
 
 

@@ -66,3 +66,9 @@ def test_updates_equal_a_single_device_float32_reference():
     gaps = probe("gaps")
     assert gaps["float32"] < 1e-4, gaps
     assert 1e-4 < gaps["bfloat16"] < 2e-2, gaps
+    # BatchNorm's running statistics are those of the global batch in both modes.
+    assert gaps["float32 batch_stats"] < 1e-5 and gaps["bfloat16 batch_stats"] < 1e-5, gaps
+
+
+def test_every_example_draws_its_own_dropout_mask():
+    assert probe("gaps")["dropout masks per example"] is True

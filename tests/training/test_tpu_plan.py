@@ -137,16 +137,17 @@ def test_over_capacity_exits_1_with_one_line():
 
 
 def test_bn_groups_are_checked_against_the_slice_not_this_machine():
-    """With grad_reduce_dtype='float32' BatchNorm groups form on each chip: the recipe's 64
-    cannot split the 32 images a v5e-8 chip holds at batch 256. On this 1-device machine the
-    trainer's own check passes; the planner must check against the slice's 8 chips."""
+    """BatchNorm groups form within a chip or over consecutive chips: the recipe's 64 neither
+    divides nor spans the 48 images a v5e-8 chip holds at batch 384. On this 1-device machine
+    the trainer's own check passes; the planner must check against the slice's 8 chips."""
     result = cli("--config=configs/imagenet_sharesnet50.py", "--topology=v5e:2x4", "--noeval",
-                 "--config.grad_reduce_dtype=float32")
+                 "--config.batch_size=384")
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and len(lines) == 1, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
-    assert lines[0] == ("error: bn_group_size=64 must divide the per-device batch (32) with "
-                        "grad_reduce_dtype='float32' (groups are formed on each device)")
+    assert lines[0] == ("error: bn_group_size=64 must divide the per-device batch (48) or span "
+                        "a whole number of devices that divides the 8 (groups are formed on "
+                        "consecutive devices)")
 
 
 def test_unknown_topology_is_one_line():

@@ -115,7 +115,8 @@ from tests.helpers import ROOT, tiny_config
 
 assert jax.device_count() == 8
 config = tiny_config()
-model = create_model("sharewrn16_4", num_classes=10, dropout_rate=0.2, stage_features=(8, 8, 16),
+# No dropout: each device draws its own masks, so they depend on the device count.
+model = create_model("sharewrn16_4", num_classes=10, stage_features=(8, 8, 16),
                      bn_group_size=int(sys.argv[2]))
 schedule = optim.learning_rate_schedule(config, 10, 10)
 tx = optim.create_optimizer(config, schedule)
@@ -127,7 +128,7 @@ def run(devices):
     mesh = sharding.make_data_mesh(devices)
     rep = sharding.replicated(mesh)
     state = jax.jit(lambda: create_train_state(model, tx, 0, (32, 32, 3)), out_shardings=rep)()
-    step = jax.jit(make_train_step(model, tx, schedule, (127.0,) * 3, (60.0,) * 3),
+    step = jax.jit(make_train_step(model, tx, schedule, (127.0,) * 3, (60.0,) * 3, mesh=mesh),
                    in_shardings=(rep, sharding.batch_sharded(mesh)), out_shardings=(rep, rep))
     for _ in range(2):
         state, metrics = step(state, sharding.global_batch(batch, mesh))
@@ -142,10 +143,10 @@ print("OK")
 """
 
 
-@pytest.mark.parametrize("bn_group_size", [0, 4])
+@pytest.mark.parametrize("bn_group_size", [0, 4, 2, 8])
 def test_train_step_on_8_devices_matches_1_device(bn_group_size):
-    """BatchNorm over the global batch (0), or over groups of 4 (one group per device on 8):
-    the same step on 1 and 8 devices."""
+    """BatchNorm over the global batch (0), or over groups of 4 (one group per device on 8),
+    2 (two per device) or 8 (one over two devices): the same step on 1 and 8 devices."""
     result = subprocess.run([sys.executable, "-c", _SHARDED_STEP, str(ROOT), str(bn_group_size)],
                             capture_output=True, text=True, timeout=300,
                             env={**os.environ, "JAX_PLATFORMS": "cpu"})

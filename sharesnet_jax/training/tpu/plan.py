@@ -143,11 +143,14 @@ def gradient_bytes_by_kind(params, grad_reduce_dtype: str) -> dict[str, int]:
     return totals
 
 
-def statistics_bytes(model, batch_stats) -> int:
+def statistics_bytes(model, batch_stats, per_chip_batch: int) -> int:
     """BatchNorm's float32 all-reduces: the mean and mean square of every BatchNorm, averaged
     over the chips in the forward pass and their cotangents in the backward one (4 B x 2 per
-    statistic); `bn_group_size` groups reduce only their running averages (4 B x 1)."""
+    statistic); `bn_group_size` groups within a chip reduce only their running averages
+    (4 B x 1); groups spanning chips gather their statistics instead (no all-reduce)."""
     statistics = sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(batch_stats))
+    if model.bn_group_size > per_chip_batch:
+        return 0
     return (4 if model.bn_group_size else 8) * statistics
 
 
@@ -272,7 +275,7 @@ def plan(config, topology: str, *, include_eval: bool = True,
                           sum(reduce.values()), tpu.chips),
         num_params=count_params(built.state.params), grad_reduce_dtype=config.grad_reduce_dtype,
         gradient_bytes=gradient_bytes_by_kind(built.state.params, config.grad_reduce_dtype),
-        statistics_bytes=statistics_bytes(built.model, built.state.batch_stats),
+        statistics_bytes=statistics_bytes(built.model, built.state.batch_stats, batch),
         forward_passes=forward_passes(built.model))
     if scanned:
         result.notes.append("stage_impl=scan: XLA's cost analysis counts a scan body once, so "
