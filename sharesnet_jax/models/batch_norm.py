@@ -74,22 +74,24 @@ class GroupBatchNorm(nn.Module):
 
     def _normalize_across_devices(self, values: jax.Array):
         """A group spans `group_size / local batch` consecutive devices of the axis (a per-GPU
-        group of 64 on chips holding 32 each): every device gathers each device's mean and mean
-        square, averages those of its group, and the running averages follow all groups."""
-        local = values.shape[0]
+        group of 64 on chips holding 32 each). Each device writes its mean and mean square into
+        its group's slot of a (groups, 2, features) array, and one all-reduce of that array gives
+        every device every group's statistics: its own to normalise with, all of them for the
+        running averages."""
+        local, features = values.shape[0], values.shape[-1]
         if self.group_size % local:
             raise ValueError(f"bn_group_size={self.group_size} is neither a divisor nor a "
                              f"multiple of the {local} examples on each device")
-        span = self.group_size // local
-        axes = tuple(range(values.ndim - 1))
-        moments = jnp.stack([jnp.mean(values, axes), jnp.mean(jnp.square(values), axes)])
-        every_device = jax.lax.all_gather(moments, self.axis_name)  # (devices, 2, features)
-        devices = every_device.shape[0]
+        span, devices = self.group_size // local, jax.lax.axis_size(self.axis_name)
         if devices % span:
             raise ValueError(f"bn_group_size={self.group_size} spans {span} devices, which do "
                              f"not divide the {devices} devices")
-        groups = every_device.reshape(devices // span, span, *moments.shape).mean(axis=1)
-        mean, mean_square = groups[jax.lax.axis_index(self.axis_name) // span]
+        axes = tuple(range(values.ndim - 1))
+        moments = jnp.stack([jnp.mean(values, axes), jnp.mean(jnp.square(values), axes)])
+        group = jax.lax.axis_index(self.axis_name) // span
+        slots = jax.nn.one_hot(group, devices // span, dtype=moments.dtype)[:, None, None] * moments
+        groups = jax.lax.psum(slots, self.axis_name) / span  # (groups, 2, features)
+        mean, mean_square = groups[group]
         var = jnp.maximum(mean_square - jnp.square(mean), 0.0)
         normalized = (values - mean) * jax.lax.rsqrt(var + self.epsilon)
         group_vars = jnp.maximum(groups[:, 1] - jnp.square(groups[:, 0]), 0.0)

@@ -63,7 +63,8 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
                     schedule: optax.Schedule, mean: Sequence[float], std: Sequence[float],
                     label_smoothing: float = 0.0,
                     skip_nonfinite: bool = False, grad_reduce_dtype: str = "float32",
-                    mesh: Mesh | None = None) -> Callable[[TrainState, Batch], tuple[TrainState, Metrics]]:
+                    mesh: Mesh | None = None
+                    ) -> Callable[[TrainState, Batch], tuple[TrainState, Metrics]]:
     """One data-parallel SGD step over `mesh` (default: every device), to be jitted over it.
 
     Each device computes the gradients of its shard of the batch, so the uses of a shared
