@@ -62,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     for spec, result in results:
         ok = "error" not in result
         rows.append([
-            spec["model"], f"{spec['stage_impl']}{'' if spec['remat_policy'] == 'none' else ' +' + spec['remat_policy']}",
+            spec["model"], spec["stage_impl"] + (
+                "" if spec["remat_policy"] == "none" else f" +{spec['remat_policy']}"),
             f"{spec['batch']}x{spec['image_size']}x{spec['image_size']}", spec["dtype"],
             common.fmt(result.get("params"), ","),
             common.fmt(result["macs"] / 1e9 if ok else None, ".3f"),

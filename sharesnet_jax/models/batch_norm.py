@@ -74,11 +74,9 @@ class GroupBatchNorm(nn.Module):
 
     def _normalize_across_devices(self, values: jax.Array):
         """A group spans `group_size / local batch` consecutive devices of the axis (a per-GPU
-        group of 64 on chips holding 32 each). Each device writes its mean and mean square into
-        its group's slot of a (groups, 2, features) array, and one all-reduce of that array gives
-        every device every group's statistics: its own to normalise with, all of them for the
-        running averages."""
-        local, features = values.shape[0], values.shape[-1]
+        group of 64 on chips holding 32 each): its mean and mean square are averaged over those
+        devices only (`axis_index_groups`), and the running averages follow every group."""
+        local = values.shape[0]
         if self.group_size % local:
             raise ValueError(f"bn_group_size={self.group_size} is neither a divisor nor a "
                              f"multiple of the {local} examples on each device")
@@ -86,13 +84,11 @@ class GroupBatchNorm(nn.Module):
         if devices % span:
             raise ValueError(f"bn_group_size={self.group_size} spans {span} devices, which do "
                              f"not divide the {devices} devices")
+        groups = [list(range(start, start + span)) for start in range(0, devices, span)]
         axes = tuple(range(values.ndim - 1))
         moments = jnp.stack([jnp.mean(values, axes), jnp.mean(jnp.square(values), axes)])
-        group = jax.lax.axis_index(self.axis_name) // span
-        slots = jax.nn.one_hot(group, devices // span, dtype=moments.dtype)[:, None, None] * moments
-        groups = jax.lax.psum(slots, self.axis_name) / span  # (groups, 2, features)
-        mean, mean_square = groups[group]
+        mean, mean_square = jax.lax.pmean(moments, self.axis_name, axis_index_groups=groups)
         var = jnp.maximum(mean_square - jnp.square(mean), 0.0)
         normalized = (values - mean) * jax.lax.rsqrt(var + self.epsilon)
-        group_vars = jnp.maximum(groups[:, 1] - jnp.square(groups[:, 0]), 0.0)
-        return normalized, jnp.mean(groups[:, 0], axis=0), jnp.mean(group_vars, axis=0)
+        group_mean, group_var = jax.lax.pmean(jnp.stack([mean, var]), self.axis_name)
+        return normalized, group_mean, group_var

@@ -143,19 +143,19 @@ def gradient_bytes_by_kind(params, grad_reduce_dtype: str) -> dict[str, int]:
     return totals
 
 
-def statistics_bytes(model, batch_stats, per_chip_batch: int, chips: int) -> int:
+def statistics_bytes(model, batch_stats, per_chip_batch: int) -> int:
     """BatchNorm's float32 all-reduces: the mean and mean square of every BatchNorm, averaged
     over the chips in the forward pass and their cotangents in the backward one (4 B x 2 per
     statistic); `bn_group_size` groups within a chip reduce only their running averages
-    (4 B x 1); groups spanning chips reduce every group's slot, forward and backward
-    (4 B x 2 x groups; models/batch_norm.py)."""
+    (4 B x 1); groups spanning chips reduce their statistics within the group, forward and
+    backward, and their running averages over all chips (4 B x 3; models/batch_norm.py)."""
     statistics = sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(batch_stats))
     group = model.bn_group_size
     if not group:
         return 8 * statistics
     if group <= per_chip_batch:
         return 4 * statistics
-    return 8 * statistics * chips // (group // per_chip_batch)
+    return 12 * statistics
 
 
 def eval_flops_per_chip(model, image_shape, per_chip_batch: int) -> int:
@@ -279,8 +279,7 @@ def plan(config, topology: str, *, include_eval: bool = True,
                           sum(reduce.values()), tpu.chips),
         num_params=count_params(built.state.params), grad_reduce_dtype=config.grad_reduce_dtype,
         gradient_bytes=gradient_bytes_by_kind(built.state.params, config.grad_reduce_dtype),
-        statistics_bytes=statistics_bytes(built.model, built.state.batch_stats, batch,
-                                          tpu.chips),
+        statistics_bytes=statistics_bytes(built.model, built.state.batch_stats, batch),
         forward_passes=forward_passes(built.model))
     if scanned:
         result.notes.append("stage_impl=scan: XLA's cost analysis counts a scan body once, so "
