@@ -99,26 +99,29 @@ def test_resnet18_on_v4_one_device_per_chip():
     assert "ESTIMATE" in table and "v4:2x2x1: 4 chips, 1 host(s)" in table
 
 
-@pytest.mark.parametrize("dtype, width", [("float32", 4), ("bfloat16", 2)])
-def test_gradients_all_reduced_once_in_the_chosen_dtype_on_tpu(dtype, width):
+@pytest.mark.parametrize("dtype, width, group, passes", [
+    ("float32", 4, 0, 2), ("bfloat16", 2, 0, 2), ("float32", 4, 32, 3)])
+def test_gradients_all_reduced_once_in_the_chosen_dtype_on_tpu(dtype, width, group, passes):
     """Under bfloat16 compute, every gradient crosses the chips once per parameter in the chosen
-    dtype (2 or 4 B each); BatchNorm's statistics stay float32 (mean and mean square, forward
-    and backward). Left to the partitioner, the loop layout reduced a shared kernel's bfloat16
-    gradient once per use."""
+    dtype (2 or 4 B each); BatchNorm's statistics stay float32: mean and mean square over all
+    chips, forward and backward (2 passes), or for groups of 32 over pairs of the 16-image chips
+    forward and backward plus the running averages over all chips (3 passes). Left to the
+    partitioner, the loop layout reduced a shared kernel's bfloat16 gradient once per use."""
     config = cifar_recipe("cifar_sharesnet20")
     config.batch_size, config.dtype, config.grad_reduce_dtype = 64, "bfloat16", dtype
+    config.bn_group_size = group
     plan = tpu_plan.plan(config, "v5e:2x2", include_eval=False, compiler_options=FAST)
     params = num_params("cifar_sharesnet20", 10)
     # BatchNorm widths by hand: stage 1 six of 16, stages 2 and 3 one of the input width and
-    # five of their own, the final one of 64.
-    statistics = 2 * 4 * 2 * (16 * 7 + 32 * 6 + 64 * 6)
+    # five of their own, the final one of 64; two statistics each, 4 B.
+    statistics = passes * 4 * 2 * (16 * 7 + 32 * 6 + 64 * 6)
     sent = dict(plan.all_reduce)
     if dtype == "bfloat16":
         assert sent.pop("bf16") == width * params
     assert abs(sum(sent.values()) - (statistics + (width * params if dtype == "float32" else 0))
                ) <= 16, plan.all_reduce
     assert plan.gradients_reduced_once and plan.statistics_bytes == statistics
-    assert sum(plan.gradient_bytes.values()) == width * params
+    assert sum(plan.gradient_bytes.values()) == width * params and not plan.other_collectives
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
