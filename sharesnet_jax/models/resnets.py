@@ -50,7 +50,10 @@ class ResidualNetwork(nn.Module):
                 make_norm(train, self.dtype, self.param_dtype, self.initialization,
                           self.bn_group_size, self.norm_axis_name))
 
-    def head(self, x: jax.Array) -> jax.Array:
+    # Not named `head`: that is the name of the dense layer's variables, and Flax NNX's
+    # `nnx.bridge.ToNNX` looks variable names up as attributes, where a method of that name
+    # would shadow them (models/nnx.py).
+    def classify(self, x: jax.Array) -> jax.Array:
         return logits_head(x, self.num_classes, self.dtype, self.param_dtype, self.initialization)
 
 
@@ -90,7 +93,7 @@ class PreActResNet(ResidualNetwork):
         x = _run_stages(self, x, train, stage_features=self.stage_features,
                         stage_strides=(1, 2, 2), conv=conv, norm=norm, block=block)
         x = self.act(norm(name="final_bn")(x))
-        return self.head(x)
+        return self.classify(x)
 
 
 class ResNet(ResidualNetwork):
@@ -112,4 +115,4 @@ class ResNet(ResidualNetwork):
         x = _run_stages(self, x, train, stage_features=self.stage_features,
                         stage_strides=(1, 2, 2, 2), conv=conv, norm=norm,
                         block=functools.partial(self.block_cls, act=self.act))
-        return self.head(x)
+        return self.classify(x)
