@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -49,6 +49,15 @@ def _check_writable(path: str, flag: str) -> None:
                         "writable")
 
 
+def export_logits(logits: Callable[[jax.Array], jax.Array], image_shape: Sequence[int],
+                  platforms: Sequence[str]) -> export.Exported:
+    """`logits` (closing over its weights, which become constants of the module) for float32
+    NHWC images of `image_shape` and any batch size."""
+    batch, = export.symbolic_shape("batch")
+    return export.export(jax.jit(logits), platforms=tuple(platforms))(
+        jax.ShapeDtypeStruct((batch, *image_shape), jnp.float32))
+
+
 def export_run(source: str, out: str, *, platforms: Sequence[str] | None = None,
                onnx_out: str | None = None) -> dict[str, Any]:
     """Exports the newest checkpoint of `source`; returns the metadata written (with
@@ -69,9 +78,7 @@ def export_run(source: str, out: str, *, platforms: Sequence[str] | None = None,
     classifier = from_checkpoint(source)
     record = classifier.record
     image_shape = tuple(record["image_shape"])
-    batch, = export.symbolic_shape("batch")
-    exported = export.export(jax.jit(classifier.logits), platforms=platforms)(
-        jax.ShapeDtypeStruct((batch, *image_shape), jnp.float32))
+    exported = export_logits(classifier.logits, image_shape, platforms)
     config = record["config"]
     metadata = {
         "model": config["model"], "share": config["share"] or dict(model_spec(config["model"]).fields)["share"],
