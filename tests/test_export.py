@@ -3,7 +3,6 @@ stage layout, reloaded where neither flax nor this package is imported, give pre
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import zipfile
@@ -13,6 +12,7 @@ import pytest
 
 from sharesnet_jax import export, predict, serving, train
 from sharesnet_jax.data import digits
+from sharesnet_jax.errors import UserError
 from tests.helpers import ROOT, tiny_config
 
 STEPS = 40
@@ -204,15 +204,26 @@ def test_onnx_logits_match_predicts(runs, test_images, tmp_path):
 
 
 def test_export_refuses_bad_outputs_before_reading_the_checkpoint(tmp_path):
-    with pytest.raises(Exception, match=r"is a directory"):
+    with pytest.raises(UserError, match=r"is a directory"):
         export.export_run("/nonexistent", str(tmp_path))
-    with pytest.raises(Exception, match=r"does not exist or is not writable"):
+    with pytest.raises(UserError, match=r"does not exist or is not writable"):
         export.export_run("/nonexistent", str(tmp_path / "missing" / "m.jaxexport"))
-    # An existing artifact survives a failed export: nothing half-written replaces it.
-    kept = tmp_path / "kept.jaxexport"
-    kept.write_bytes(b"old")
-    with pytest.raises(Exception, match=r"holds no checkpoint"):
-        export.export_run(str(tmp_path / "empty"), str(kept))
-    assert kept.read_bytes() == b"old"
-    assert not [name for name in os.listdir(tmp_path) if name.startswith(".kept")]
-    shutil.rmtree(tmp_path, ignore_errors=True)
+    with pytest.raises(UserError, match=r"holds no checkpoint"):
+        export.export_run(str(tmp_path), str(tmp_path / "m.jaxexport"))
+
+
+def test_an_interrupted_write_keeps_the_previous_artifact(tmp_path, monkeypatch):
+    kept = tmp_path / "model.jaxexport"
+    kept.write_bytes(b"the previous export")
+    real_writestr = zipfile.ZipFile.writestr
+
+    def disk_full_at_the_model(archive, name, data, *args, **kwargs):
+        if name == serving.MODEL:
+            raise OSError(28, "No space left on device")
+        return real_writestr(archive, name, data, *args, **kwargs)
+
+    monkeypatch.setattr(zipfile.ZipFile, "writestr", disk_full_at_the_model)
+    with pytest.raises(OSError, match="No space left"):
+        serving.write(str(kept), b"serialized model", {"model": "m"})
+    assert kept.read_bytes() == b"the previous export"
+    assert os.listdir(tmp_path) == ["model.jaxexport"]  # no temporary file left behind

@@ -231,6 +231,12 @@ MUTATIONS = [
         'if share in ("none", "paper"):',
         ("tests/test_export.py", "-k", "shrinks"),
         "a shared twin exported as large as its unshared twin"),
+    Mutation(
+        "export_temporary_left_behind", "sharesnet_jax/serving.py",
+        "os.unlink(temporary)",
+        "pass",
+        ("tests/test_export.py", "-k", "interrupted"),
+        "an export that fails mid-write leaves its temporary file"),
 ]
 
 
