@@ -61,7 +61,9 @@ def main() -> None:
             path = os.path.join(folder, f"{name}.jaxexport")
             start = time.time()
             exported = export.export_logits(logits, IMAGE_SHAPE, ("cpu",))
-            serving.write(path, exported.serialize(), {"model": name})
+            serving.write(path, exported.serialize(), {
+                "model": name, "image_shape": list(IMAGE_SHAPE), "eval_crop": "imagenet",
+                "class_names": [str(i) for i in range(1000)], "mean": MEAN, "std": STD})
             seconds = time.time() - start
             size = os.path.getsize(path)
             served = serving.load(path)

@@ -34,7 +34,8 @@ def parse_platforms(text: str | None) -> tuple[str, ...]:
     names = tuple(name.strip() for name in text.split(",") if name.strip())
     for name in names:
         if name not in PLATFORMS:
-            raise UserError(f"--platforms: {name!r} is not one of {', '.join(map(repr, PLATFORMS))}")
+            raise UserError(f"--platforms: {name!r} is not one of "
+                            f"{', '.join(map(repr, PLATFORMS))}")
     if not names or len(set(names)) != len(names):
         raise UserError(f"--platforms={text!r}: give each platform once, e.g. cpu,cuda,tpu")
     return names
@@ -81,7 +82,8 @@ def export_run(source: str, out: str, *, platforms: Sequence[str] | None = None,
     exported = export_logits(classifier.logits, image_shape, platforms)
     config = record["config"]
     metadata = {
-        "model": config["model"], "share": config["share"] or dict(model_spec(config["model"]).fields)["share"],
+        "model": config["model"],
+        "share": config["share"] or dict(model_spec(config["model"]).fields)["share"],
         "num_classes": record["num_classes"], "class_names": list(record["class_names"]),
         "image_shape": list(image_shape), "mean": list(record["mean"]), "std": list(record["std"]),
         "eval_crop": record["augment"], "dtype": config["dtype"],

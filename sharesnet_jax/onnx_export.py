@@ -25,7 +25,8 @@ def require_onnx() -> None:
         import jax2onnx  # noqa: F401
         import onnxruntime  # noqa: F401
     except ImportError as err:
-        raise UserError(f"--onnx needs the onnx extra ({err}): pip install -e \".[onnx]\"") from None
+        raise UserError(f"--onnx needs the onnx extra ({err}): "
+                        "pip install -e \".[onnx]\"") from None
 
 
 def to_onnx(logits: Callable[[jax.Array], jax.Array], image_shape: tuple[int, int, int],

@@ -107,7 +107,8 @@ def _to_uint8(pixels: np.ndarray, mode: str) -> np.ndarray:
 @cli.one_line_errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Top-5 classes of images with a trained model.")
-    parser.add_argument("--workdir", required=True, help="a training workdir (or checkpoint), or an exported artifact")
+    parser.add_argument("--workdir", required=True,
+                        help="a training workdir (or checkpoint), or an exported artifact")
     parser.add_argument("--top", type=int, default=5)
     parser.add_argument("images", nargs="+")
     args = parser.parse_args(argv)

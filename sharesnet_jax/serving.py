@@ -58,6 +58,9 @@ def atomic_file(path: str) -> Iterator[BinaryIO]:
             yield file
             file.flush()
             os.fsync(file.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)  # mkstemp's 0600 would hide it from other users
         os.replace(temporary, path)
     except BaseException:
         os.unlink(temporary)
@@ -67,7 +70,8 @@ def atomic_file(path: str) -> Iterator[BinaryIO]:
 def write(path: str, serialized: bytes, metadata: dict[str, Any]) -> dict[str, Any]:
     """Writes the artifact atomically; returns the metadata as stored (with the format name and
     the model member's SHA-256)."""
-    metadata = {"format": FORMAT, **metadata, "model_sha256": hashlib.sha256(serialized).hexdigest()}
+    metadata = {"format": FORMAT, **metadata,
+                "model_sha256": hashlib.sha256(serialized).hexdigest()}
     with atomic_file(path) as file, zipfile.ZipFile(file, "w", zipfile.ZIP_STORED) as archive:
         archive.writestr(METADATA, json.dumps(metadata, indent=1))
         archive.writestr(MODEL, bytes(serialized))
