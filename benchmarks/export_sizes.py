@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sharesnet_jax import export, serving
+from sharesnet_jax.errors import UserError
 from sharesnet_jax.models import create_model
 from sharesnet_jax.training.steps import normalize
 
@@ -72,18 +73,22 @@ def main() -> None:
             row = (f"{name}: {num_values:,} float32 values ({4 * num_values / 2**20:.1f} MiB), "
                    f"artifact {size:,} bytes ({size / 2**20:.1f} MiB, {seconds:.0f} s), "
                    f"reloaded logits max |diff| {difference:.2g} (batch 1 and 3)")
+            print(row, flush=True)
             if args.onnx:
                 from sharesnet_jax import onnx_export
 
                 onnx_path = os.path.join(folder, f"{name}.onnx")
                 start = time.time()
-                onnx_difference = onnx_export.write_onnx(onnx_path, logits, IMAGE_SHAPE,
-                                                         {"model": name})
+                try:
+                    onnx_difference = onnx_export.write_onnx(onnx_path, logits, IMAGE_SHAPE,
+                                                             {"model": name})
+                except UserError as err:
+                    print(f"{name}: ONNX: {err}", flush=True)
+                    continue
                 onnx_size = os.path.getsize(onnx_path)
-                row += (f"; ONNX {onnx_size:,} bytes ({onnx_size / 2**20:.1f} MiB, "
-                        f"{time.time() - start:.0f} s), onnxruntime logits max |diff| "
-                        f"{onnx_difference:.2g} (batch 1 and 5)")
-        print(row, flush=True)
+                print(f"{name}: ONNX {onnx_size:,} bytes ({onnx_size / 2**20:.1f} MiB, "
+                      f"{time.time() - start:.0f} s), onnxruntime logits max |diff| "
+                      f"{onnx_difference:.2g} (batch 1 and 5)", flush=True)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 from typing import Any, Callable
 
 import jax
@@ -17,6 +18,10 @@ from sharesnet_jax.errors import UserError
 # ONNX Runtime's float32 convolutions sum in another order than XLA's: logits differ in the
 # last bits. A wrong graph (layout, weights, a missing normalisation) differs by far more.
 TOLERANCE = 1e-4
+
+# jax2onnx 0.12.5 logs, with their traces, the dm_pix plugins that fail to import on jax 0.10
+# (our models use none of them).
+logging.getLogger("jax2onnx.plugins.plugin_system").setLevel(logging.ERROR)
 
 
 def require_onnx() -> None:
@@ -68,8 +73,16 @@ def write_onnx(path: str, logits: Callable[[jax.Array], jax.Array],
                image_shape: tuple[int, int, int], metadata: dict[str, Any]) -> float:
     """Converts, checks the ONNX logits against JAX's (refusing to write a file that disagrees
     by more than TOLERANCE) and writes atomically. Returns the largest difference seen."""
-    serialized = to_onnx(logits, image_shape, metadata)
-    difference = max_difference(serialized, logits, image_shape)
+    try:
+        serialized = to_onnx(logits, image_shape, metadata)
+        difference = max_difference(serialized, logits, image_shape)
+    except Exception as err:  # noqa: BLE001 - a converter or runtime failure, in one line
+        import jax2onnx
+
+        first = (str(err).strip().splitlines() or [""])[0][:240]
+        raise UserError(f"jax2onnx {getattr(jax2onnx, '__version__', '?')} cannot convert "
+                        f"{metadata['model']} into an ONNX graph that onnxruntime runs "
+                        f"({type(err).__name__}: {first}); {path} not written") from None
     if not difference <= TOLERANCE:
         raise UserError(f"the ONNX conversion of {metadata['model']} gives logits up to "
                         f"{difference:.3g} away from JAX's (accepted: {TOLERANCE}); {path} not "

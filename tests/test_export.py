@@ -227,3 +227,25 @@ def test_an_interrupted_write_keeps_the_previous_artifact(tmp_path, monkeypatch)
         serving.write(str(kept), b"serialized model", {"model": "m"})
     assert kept.read_bytes() == b"the previous export"
     assert os.listdir(tmp_path) == ["model.jaxexport"]  # no temporary file left behind
+
+
+def test_onnx_of_the_imagenet_family_fails_in_one_line(tmp_path):
+    """A known limitation, pinned so that it is noticed when it goes: jax2onnx (0.12.5, also
+    0.17.1) converts our post-activation ImageNet blocks into a graph onnxruntime refuses (a
+    BatchNorm output left NCHW is added to an NHWC tensor: "Add ... Incompatible dimensions"),
+    shared or not. The export says so in one line and writes no ONNX file."""
+    pytest.importorskip("jax2onnx", reason="the onnx extra is not installed")
+    pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+    import jax
+    import jax.numpy as jnp
+
+    from sharesnet_jax import onnx_export
+    from sharesnet_jax.models import create_model
+
+    model = create_model("resnet18", num_classes=10)
+    variables = model.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3)), train=False)
+    path = tmp_path / "resnet18.onnx"
+    with pytest.raises(UserError, match=r"cannot convert resnet18 .*Incompatible dimensions") as e:
+        onnx_export.write_onnx(str(path), lambda x: model.apply(variables, x, train=False),
+                               (64, 64, 3), {"model": "resnet18"})
+    assert "\n" not in str(e.value) and not path.exists()
