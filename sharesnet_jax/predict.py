@@ -2,6 +2,7 @@
 command line:
 
     python -m sharesnet_jax.predict --workdir=DIR IMAGE [IMAGE ...]
+    python -m sharesnet_jax.predict --workdir=model.jaxexport IMAGE [IMAGE ...]
 
 Preprocessing follows the checkpoint's own record (input size, per-channel mean/std, CIFAR- or
 ImageNet-style evaluation crop) and runs the evaluation pipeline's own transform
@@ -11,43 +12,40 @@ ImageNet-style evaluation crop) and runs the evaluation pipeline's own transform
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
-from sharesnet_jax import cli
+from sharesnet_jax import cli, serving
+from sharesnet_jax.classifier import from_checkpoint
 from sharesnet_jax.data import hide_accelerators_from_tensorflow
 from sharesnet_jax.data.augment import eval_image
 from sharesnet_jax.errors import UserError
-from sharesnet_jax.training.checkpoints import read_checkpoint
-from sharesnet_jax.training.run_setup import build_model
-from sharesnet_jax.training.steps import normalize
 
 
 class Predictor:
-    """Maps uint8 HWC images of any size to class probabilities with a trained model."""
+    """Maps uint8 HWC images of any size to class probabilities with a trained model: the
+    newest checkpoint of a workdir, or an exported artifact (`python -m sharesnet_jax.export`)."""
 
-    def __init__(self, workdir: str):
+    def __init__(self, source: str):
         hide_accelerators_from_tensorflow()  # it runs the eval transform; JAX owns the devices
-        record, variables = read_checkpoint(workdir)
-        self.class_names: tuple[str, ...] = tuple(record["class_names"])
+        if os.path.isfile(source):  # checkpoints are folders; a file is an export
+            served = serving.load(source)
+            self.class_names: tuple[str, ...] = served.class_names
+            self.image_shape = served.image_shape
+            self.augment = served.metadata["eval_crop"]
+            self._logits = served.logits
+            return
+        classifier = from_checkpoint(source)
+        record = classifier.record
+        self.class_names = tuple(record["class_names"])
         self.image_shape = tuple(record["image_shape"])
         self.augment = record["augment"]  # the evaluation style the run resolved
-        # read_checkpoint hands back loop-layout variables, whatever layout the run trained in.
-        model = build_model({**record["config"], "stage_impl": "loop"}, record["num_classes"])
-        mean, std = record["mean"], record["std"]
-        variables = jax.device_put(variables)
-
-        @jax.jit
-        def probabilities(images):
-            logits = model.apply(variables, normalize(images, mean, std), train=False)
-            return jax.nn.softmax(logits)
-
-        self._probabilities = probabilities
+        self._logits = jax.jit(classifier.logits)
 
     def preprocess(self, image: np.ndarray) -> np.ndarray:
         image = np.asarray(image)
@@ -59,19 +57,24 @@ class Predictor:
                              f"uint8 (H, W, {channels})")
         return np.asarray(eval_image(image, augment=self.augment, image_shape=self.image_shape))
 
+    def logits(self, images: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
+        """(N, num_classes) float32 logits for N images (a list of arrays, or one NHWC array)."""
+        batch = np.stack([self.preprocess(image) for image in images])
+        return np.asarray(self._logits(batch))
+
     def __call__(self, images: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
         """(N, num_classes) probabilities for N images (a list of arrays, or one NHWC array)."""
-        batch = np.stack([self.preprocess(image) for image in images])
-        return np.asarray(self._probabilities(jnp.asarray(batch)))
+        return np.asarray(jax.nn.softmax(self.logits(images), axis=-1))
 
     def top_k(self, probabilities: np.ndarray, k: int = 5) -> list[tuple[str, float]]:
         order = np.argsort(-probabilities)[:k]
         return [(self.class_names[i], float(probabilities[i])) for i in order]
 
 
-def load(workdir: str) -> Predictor:
-    """The newest checkpoint of `workdir` as a callable: images -> class probabilities."""
-    return Predictor(workdir)
+def load(source: str) -> Predictor:
+    """The newest checkpoint of a workdir, or an exported artifact, as a callable: images ->
+    class probabilities."""
+    return Predictor(source)
 
 
 def read_image(path: str, channels: int = 3) -> np.ndarray:
@@ -104,7 +107,8 @@ def _to_uint8(pixels: np.ndarray, mode: str) -> np.ndarray:
 @cli.one_line_errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Top-5 classes of images with a trained model.")
-    parser.add_argument("--workdir", required=True, help="a training workdir (or checkpoint)")
+    parser.add_argument("--workdir", required=True,
+                        help="a training workdir (or checkpoint), or an exported artifact")
     parser.add_argument("--top", type=int, default=5)
     parser.add_argument("images", nargs="+")
     args = parser.parse_args(argv)

@@ -51,7 +51,10 @@ class ResidualNetwork(nn.Module):
                 make_norm(train, self.dtype, self.param_dtype, self.initialization,
                           self.bn_group_size, self.norm_axis_name))
 
-    def head(self, x: jax.Array) -> jax.Array:
+    # Not named `head`: that is the name of the dense layer's variables, and Flax NNX's
+    # `nnx.bridge.ToNNX` looks variable names up as attributes, where a method of that name
+    # would shadow them (models/nnx.py).
+    def classify(self, x: jax.Array) -> jax.Array:
         return logits_head(x, self.num_classes, self.dtype, self.param_dtype, self.initialization)
 
 
@@ -91,7 +94,7 @@ class PreActResNet(ResidualNetwork):
         x = _run_stages(self, x, train, stage_features=self.stage_features,
                         stage_strides=(1, 2, 2), conv=conv, norm=norm, block=block)
         x = self.act(norm(name="final_bn")(x))
-        return self.head(x)
+        return self.classify(x)
 
 
 class ResNet(ResidualNetwork):
@@ -109,8 +112,12 @@ class ResNet(ResidualNetwork):
         x = jnp.asarray(x, self.dtype)
         x = conv(self.stage_features[0], (7, 7), 2, padding=((3, 3), (3, 3)), name="stem_conv")(x)
         x = self.act(norm(name="stem_bn")(x))
-        x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=PAD_3X3)
+        # torchvision's 3x3/2 max-pool with padding 1, written as a -inf pad then a VALID pool
+        # (what nn.max_pool's explicit padding computes): converters such as jax2onnx accept
+        # only 'SAME'/'VALID' pools, and SAME would pad 0 before and 1 after, not 1 and 1.
+        x = jnp.pad(x, ((0, 0), *PAD_3X3, (0, 0)), constant_values=-jnp.inf)
+        x = nn.max_pool(x, window_shape=(3, 3), strides=(2, 2), padding="VALID")
         x = _run_stages(self, x, train, stage_features=self.stage_features,
                         stage_strides=(1, 2, 2, 2), conv=conv, norm=norm,
                         block=functools.partial(self.block_cls, act=self.act))
-        return self.head(x)
+        return self.classify(x)

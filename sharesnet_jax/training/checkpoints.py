@@ -211,6 +211,7 @@ def read_checkpoint(source: str) -> tuple[dict, dict]:
                             "; ".join(failures), step_dir)
         # Records of older versions lack the fields added since: they ran with their defaults.
         record["config"] = {**base_config().to_dict(), **record["config"]}
+        record["checkpoint"] = os.path.abspath(step_dir)  # which one was read (export records it)
         if record["config"]["stage_impl"] == "scan":
             variables = to_loop_layout(variables)
         return record, variables

@@ -111,6 +111,61 @@ MUTATIONS = [
         ("tests/data/test_pipeline.py", "-k", "full_permutation"),
         "each epoch a 64-example shuffle buffer instead of a full permutation"),
     Mutation(
+        "nnx_batch_norm_immutable", "sharesnet_jax/models/nnx.py",
+        'return self.net(images, train=train, mutable=["batch_stats"] if train else False)',
+        'return self.net(images, train=train, mutable=False)',
+        ("tests/models/test_nnx.py", "-k", "optax_step"),
+        "NNX training mode without mutable batch_stats (the bridge's default)"),
+    Mutation(
+        "nnx_keys_split_by_nnx", "sharesnet_jax/models/nnx.py",
+        "nnx.bridge.lazy_init(self.net, sample_images, train=False, rngs=key)",
+        "nnx.bridge.lazy_init(self.net, sample_images, train=False, rngs=nnx.Rngs(params=key))",
+        ("tests/models/test_nnx.py", "-k", "initial_parameters"),
+        "NNX initial parameters drawn with NNX's key splitting, not Linen's init"),
+    Mutation(
+        "nnx_given_variables_dropped", "sharesnet_jax/models/nnx.py",
+        "nnx.update(net.net, nnx.State.from_flat_path(flat))",
+        "pass",
+        ("tests/models/test_nnx.py", "-k", "from_variables"),
+        "from_variables keeps a fresh init instead of the given arrays"),
+    Mutation(
+        "export_fixed_batch", "sharesnet_jax/export.py",
+        "jax.ShapeDtypeStruct((batch, *image_shape), jnp.float32))",
+        "jax.ShapeDtypeStruct((5, *image_shape), jnp.float32))",
+        ("tests/test_export.py", "-k", "without_flax"),
+        "the exported batch dimension is fixed, not symbolic"),
+    Mutation(
+        "served_input_rescaled", "sharesnet_jax/serving.py",
+        "return np.asarray(self._logits(images.astype(np.float32)))",
+        "return np.asarray(self._logits(images.astype(np.float32) / 255 * 255.01))",
+        ("tests/test_export.py", "-k", "without_flax"),
+        "the loader feeds pixels off by 4e-5 relative (logits off by ~3e-4)"),
+    Mutation(
+        "damaged_artifact_traceback", "sharesnet_jax/serving.py",
+        "except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError) as err:",
+        "except zipfile.LargeZipFile as err:",
+        ("tests/test_export.py", "-k", "damaged"),
+        "a truncated or corrupted artifact raises zipfile's own error, not one line"),
+    Mutation(
+        "onnx_graph_off", "sharesnet_jax/onnx_export.py",
+        'model = jax2onnx.to_onnx(logits, [("batch", *image_shape)], model_name=metadata["model"],',
+        'model = jax2onnx.to_onnx(lambda x: logits(x * 1.01), [("batch", *image_shape)], '
+        'model_name=metadata["model"],',
+        ("tests/test_export.py", "-k", "onnx"),
+        "an ONNX graph that computes other logits is written"),
+    Mutation(
+        "export_ignores_sharing", LAYERS,
+        'if share == "none":',
+        'if share in ("none", "paper"):',
+        ("tests/test_export.py", "-k", "shrinks"),
+        "a shared twin exported as large as its unshared twin"),
+    Mutation(
+        "export_temporary_left_behind", "sharesnet_jax/serving.py",
+        "os.unlink(temporary)",
+        "pass",
+        ("tests/test_export.py", "-k", "interrupted"),
+        "an export that fails mid-write leaves its temporary file"),
+    Mutation(
         "bn_update_dropped", STEPS,
         "new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,",
         "new_state = state.replace(step=state.step + 1, params=params, batch_stats=state.batch_stats,",
