@@ -88,8 +88,8 @@ def base_config() -> ml_collections.ConfigDict:
 
 def remat_policy(config: Any) -> str | None:
     """`remat_policy`, or what the older boolean `remat` meant ('full' or 'none'); records of
-    runs before `remat_policy` existed hold only the boolean."""
-    policy, legacy = config.get("remat_policy"), config.get("remat")
+    runs before `remat_policy` existed hold only the boolean (and the schema's None here)."""
+    policy, legacy = config["remat_policy"], config["remat"]
     if legacy is None:
         return policy
     if policy is not None and (policy != "none") != legacy:

@@ -30,7 +30,7 @@ MODEL_FIELDS = ("share", "dropout_rate", "stage_impl", "remat_policy", "bn_group
 def build_model(config: Any, num_classes: int) -> nn.Module:
     """The model `config` names (a ConfigDict, or the dict a checkpoint's record holds)."""
     overrides = {"dtype": DTYPES[config["dtype"]]}
-    fields = {field: config.get(field) for field in MODEL_FIELDS}
+    fields = {field: config[field] for field in MODEL_FIELDS}
     fields["remat_policy"] = remat_policy(config)
     for field, value in fields.items():
         if value is not None:

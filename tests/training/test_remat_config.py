@@ -6,6 +6,7 @@ import pytest
 
 from sharesnet_jax.errors import UserError
 from sharesnet_jax.training import validation
+from sharesnet_jax.training.config import base_config
 from sharesnet_jax.training.run_setup import build_model
 from tests.helpers import tiny_config
 
@@ -20,8 +21,11 @@ def test_the_model_gets_the_policy_the_fields_name(remat, policy, expected):
 
 
 def test_a_record_from_before_remat_policy_rebuilds_its_model():
-    record = {key: value for key, value in tiny_config(remat=True).to_dict().items()
-              if key != "remat_policy"}
+    """An old record has no remat_policy; reading it fills the schema's defaults
+    (checkpoints.read_checkpoint), which leaves the boolean to decide."""
+    old = {key: value for key, value in tiny_config(remat=True).to_dict().items()
+           if key != "remat_policy"}
+    record = {**base_config().to_dict(), **old}
     assert build_model(record, 10).remat_policy == "full"
 
 
