@@ -178,3 +178,23 @@ def test_cifar_view_is_a_flipped_or_plain_window_of_the_reflection_padded_image(
     tops, lefts, flips = zip(*seen)
     assert set(tops) == set(range(9)) and set(lefts) == set(range(9))
     assert 0.35 < np.mean(flips) < 0.65
+
+
+def test_colour_constants_and_factor_range_are_fb_resnet_torchs():
+    """transforms.lua's literals: Lighting's eigenvalues and eigenvectors (rows), grayscale's
+    luma weights; ColorJitter's factors spread over all of [1 - 0.4, 1 + 0.4]."""
+    eigval = np.array([0.2175, 0.0188, 0.0045])
+    eigvec = np.array([[-0.5675, 0.7192, 0.4009],
+                       [-0.5808, -0.0045, -0.8140],
+                       [-0.5836, -0.6948, 0.4203]])
+    x = _image(6, 5).astype(np.float32) / 255.0
+    for i in range(5):
+        alpha = np.array([0.1, -0.2, 0.3]) * (i + 1)
+        got = augment.apply_colour(tf.constant(x), tf.ones(3), tf.constant([0, 1, 2]),
+                                   tf.constant(alpha, tf.float32)).numpy()
+        np.testing.assert_allclose(got, x + eigvec @ (alpha * eigval), atol=1e-6)
+    grey = augment.grayscale(tf.constant(x)).numpy()
+    np.testing.assert_allclose(grey[..., 1], x @ np.array([0.299, 0.587, 0.114]), atol=1e-6)
+    factors = np.stack([augment.colour_draws(_key(i), 0.4, 0.1)[0].numpy() for i in range(60)])
+    assert factors.min() < 0.65 and factors.max() > 1.35
+    assert np.all((factors >= 0.6) & (factors <= 1.4))

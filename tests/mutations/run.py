@@ -1,17 +1,21 @@
-"""Mutation harness: plants known one-line bugs and checks that the named tests catch each one.
+"""Mutation harness: plants one-line bugs, each breaking a claim of tests/CLAIMS.md, and checks
+that the claim's tests catch each one.
 
     python tests/mutations/run.py                 # every mutation, then the table
     python tests/mutations/run.py --only NAME     # one (repeatable)
-    python tests/mutations/run.py --list          # the mutations and their tests
-    python tests/mutations/run.py --baseline      # also run each selection unmutated first
+    python tests/mutations/run.py --claim C12     # the mutations of one claim (repeatable)
+    python tests/mutations/run.py --list          # the mutations, their claims and tests
+    python tests/mutations/run.py --uncovered     # claims of CLAIMS.md without a mutation
 
 For each mutation the repository (package, tests, configs, pyproject) is copied to a temporary
 directory, ONE line is replaced there, and pytest runs the mutation's test selection with that
-directory as cwd (so the copy is imported, also by tests that start subprocesses). A failing
-run means the mutation was caught. A mutation whose original line is not found exactly once is
-reported as "stale" (the code moved on: update the line here), a selection naming a test file
-that does not exist as "test file missing"; neither is silently skipped. The working tree is
-never modified. Not collected by pytest (this folder holds no test_*.py files).
+directory as cwd (so the copy is imported, also by tests that start subprocesses), with this
+interpreter. Each selection is first run once on an unmutated copy (the baseline, cached per
+selection for the invocation): a mutation is "caught" only by tests that fail with it AND pass
+on the unmutated code. A mutation whose original line is not found exactly once is reported as
+"stale" (the code moved on: update the line here), a selection naming a test file that does not
+exist as "test file missing"; neither is silently skipped. The working tree is never modified.
+Not collected by pytest (this folder holds no test_*.py files).
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ class Mutation:
     replacement: str  # put in with the original line's indentation
     tests: tuple[str, ...]  # pytest arguments: files, file::test ids, -k expressions
     why: str = ""
+    claim: str = ""  # the claim id in tests/CLAIMS.md this mutation breaks
 
 
 LAYERS = "sharesnet_jax/models/layers.py"
@@ -249,25 +254,63 @@ def imported_from(root: pathlib.Path) -> str:
 
 
 def failed_tests(output: str) -> list[str]:
-    names = re.findall(r"^(?:FAILED|ERROR) (.+?)(?: - .*)?$", output, re.MULTILINE)
-    return [n.split("::", 1)[-1] for n in names]
+    """The node ids pytest reported as FAILED or ERROR (collection errors name the file)."""
+    return re.findall(r"^(?:FAILED|ERROR) (\S+?)(?: - .*)?$", output, re.MULTILINE)
 
 
-def verdict(rc: int, output: str) -> str:
-    if rc == 0:
-        return "MISSED"
+def _short(node_ids) -> str:
+    return ", ".join(sorted(n.split("::", 1)[-1] for n in node_ids))
+
+
+def claim_ids(claims_file: pathlib.Path = ROOT / "tests" / "CLAIMS.md") -> list[str]:
+    """The claim ids (first column, e.g. C12) of the inventory's table rows."""
+    if not claims_file.exists():
+        return []
+    return re.findall(r"^\|\s*(C\d+)\s*\|", claims_file.read_text(), re.MULTILINE)
+
+
+class Baselines:
+    """Each selection run once on an unmutated copy: the tests that fail there cannot catch."""
+
+    def __init__(self, timeout: float):
+        self.timeout = timeout
+        self._copy: pathlib.Path | None = None
+        self._results: dict[tuple[str, ...], tuple[int, set[str]]] = {}
+
+    def of(self, tests: tuple[str, ...]) -> tuple[int, set[str]]:
+        if tests not in self._results:
+            if self._copy is None:
+                self._copy = pathlib.Path(tempfile.mkdtemp(prefix="mutation_baseline_"))
+                copy_repository(self._copy)
+            rc, output = run_pytest(self._copy, tests, self.timeout)
+            self._results[tests] = (rc, set(failed_tests(output)))
+        return self._results[tests]
+
+    def close(self) -> None:
+        if self._copy is not None:
+            shutil.rmtree(self._copy, ignore_errors=True)
+
+
+def verdict(rc: int, failed: set[str], baseline_rc: int, baseline_failed: set[str]) -> str:
+    if baseline_rc == 5:
+        return "no tests selected"
+    if baseline_rc == -1:
+        return "baseline timeout"
     if rc == -1:
         return "timeout"
-    if rc == 5:
-        return "no tests selected"
-    if rc == 1:
-        return "caught"
-    return f"caught (pytest rc {rc})"
+    if rc == 0:
+        return "MISSED"
+    if failed - baseline_failed:
+        return "caught" if rc == 1 else f"caught (pytest rc {rc})"
+    if baseline_failed:
+        return f"MISSED (only tests failing unmutated too: {_short(baseline_failed)})"
+    return f"MISSED (pytest rc {rc} without a failing test)"
 
 
-def run_one(mutation: Mutation, timeout: float, baseline: bool, keep: bool) -> dict:
+def run_one(mutation: Mutation, timeout: float, baselines: Baselines, keep: bool) -> dict:
     started = time.monotonic()
-    row = {"name": mutation.name, "tests": " ".join(mutation.tests), "by": ""}
+    row = {"name": mutation.name, "claim": mutation.claim, "tests": " ".join(mutation.tests),
+           "by": ""}
     workdir = pathlib.Path(tempfile.mkdtemp(prefix=f"mutation_{mutation.name}_"))
     try:
         copy_repository(workdir)
@@ -275,12 +318,6 @@ def run_one(mutation: Mutation, timeout: float, baseline: bool, keep: bool) -> d
         if missing:
             row["result"] = f"test file missing: {', '.join(missing)}"
             return row
-        if baseline:
-            rc, output = run_pytest(workdir, mutation.tests, timeout)
-            if rc != 0:
-                row["result"] = f"baseline fails (rc {rc}): {', '.join(failed_tests(output))}"
-                row["output"] = output
-                return row
         problem = apply(mutation, workdir)
         if problem:
             row["result"] = problem
@@ -289,9 +326,11 @@ def run_one(mutation: Mutation, timeout: float, baseline: bool, keep: bool) -> d
         if not where.startswith(str(workdir)):
             row["result"] = f"error: the copy is not imported ({where})"
             return row
+        baseline_rc, baseline_failed = baselines.of(mutation.tests)
         rc, output = run_pytest(workdir, mutation.tests, timeout)
-        row["result"] = verdict(rc, output)
-        row["by"] = ", ".join(failed_tests(output))
+        failed = set(failed_tests(output))
+        row["result"] = verdict(rc, failed, baseline_rc, baseline_failed)
+        row["by"] = _short(failed - baseline_failed)
         row["output"] = output
         return row
     finally:
@@ -305,9 +344,11 @@ def run_one(mutation: Mutation, timeout: float, baseline: bool, keep: bool) -> d
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", action="append", default=[], help="run only this mutation")
+    parser.add_argument("--claim", action="append", default=[],
+                        help="run only the mutations of this claim id")
     parser.add_argument("--list", action="store_true", help="list the mutations and exit")
-    parser.add_argument("--baseline", action="store_true",
-                        help="first check that each selection passes unmutated")
+    parser.add_argument("--uncovered", action="store_true",
+                        help="list the claims of tests/CLAIMS.md that no mutation breaks")
     parser.add_argument("--timeout", type=float, default=1200, help="seconds per pytest run")
     parser.add_argument("--keep", action="store_true", help="keep the temporary copies")
     parser.add_argument("--verbose", action="store_true", help="print pytest's output tails")
@@ -317,29 +358,40 @@ def main(argv=None) -> int:
     unknown = [n for n in args.only if n not in names]
     if unknown:
         parser.error(f"unknown mutation(s) {unknown}; known: {sorted(names)}")
-    selected = [m for m in MUTATIONS if not args.only or m.name in args.only]
+    if args.uncovered:
+        covered = {m.claim for m in MUTATIONS}
+        missing = [c for c in claim_ids() if c not in covered]
+        print(f"{len(missing)} claims without a mutation: {', '.join(missing) or '-'}")
+        return 1 if missing else 0
+    selected = [m for m in MUTATIONS if (not args.only or m.name in args.only)
+                and (not args.claim or m.claim in args.claim)]
     if args.list:
         for m in selected:
-            print(f"{m.name}: {m.file}: {m.why}\n    tests: {' '.join(m.tests)}")
+            print(f"{m.name} [{m.claim}]: {m.file}: {m.why}\n    tests: {' '.join(m.tests)}")
         return 0
 
-    rows = []
-    for mutation in selected:
-        print(f"... {mutation.name} ({' '.join(mutation.tests)})", file=sys.stderr, flush=True)
-        row = run_one(mutation, args.timeout, args.baseline, args.keep)
-        rows.append(row)
-        print(f"    {row['result']} in {row['seconds']:.0f} s {row['by']}", file=sys.stderr,
-              flush=True)
-        if args.verbose and "output" in row:
-            print(row["output"][-3000:], file=sys.stderr)
+    rows, baselines = [], Baselines(args.timeout)
+    try:
+        for mutation in selected:
+            print(f"... {mutation.name} ({' '.join(mutation.tests)})", file=sys.stderr, flush=True)
+            row = run_one(mutation, args.timeout, baselines, args.keep)
+            rows.append(row)
+            print(f"    {row['result']} in {row['seconds']:.0f} s {row['by']}", file=sys.stderr,
+                  flush=True)
+            if args.verbose and "output" in row:
+                print(row["output"][-3000:], file=sys.stderr)
+    finally:
+        baselines.close()
 
-    print("| mutation | tests | result | caught by | time (s) |")
-    print("|---|---|---|---|---|")
+    print("| mutation | claim | tests | result | caught by | time (s) |")
+    print("|---|---|---|---|---|---|")
     for row in rows:
-        print(f"| {row['name']} | {row['tests']} | {row['result']} | {row['by']} | "
-              f"{row['seconds']:.0f} |")
-    bad = [r for r in rows if r["result"] != "caught" and not r["result"].startswith("caught")]
-    print(f"\n{len(rows) - len(bad)} of {len(rows)} mutations caught", end="")
+        print(f"| {row['name']} | {row['claim']} | {row['tests']} | {row['result']} | "
+              f"{row['by']} | {row['seconds']:.0f} |")
+    bad = [r for r in rows if not r["result"].startswith("caught")]
+    stale = [r for r in bad if r["result"].startswith("stale")]
+    print(f"\n{len(rows) - len(bad)} of {len(rows)} mutations caught, {len(stale)} stale, "
+          f"{len(bad) - len(stale)} missed or not run", end="")
     print(f"; not caught: {', '.join(r['name'] + ' (' + r['result'] + ')' for r in bad)}"
           if bad else "")
     return 1 if bad else 0
