@@ -627,6 +627,62 @@ MUTATIONS += [
        ("tests/test_layout.py", "-k", "imports_respect"), "a lower layer imported from models/"),
 ]
 
+MUTATIONS += [
+    _m("C24", "strided_shared_3x3_subsampled", LAYERS,
+       'return template.apply({"params": {"kernel": kernel}}, x)',
+       'return _conv3x3_template(conv, kernel.shape[-1], 1).apply({"params": {"kernel": kernel}}, x)[:, ::strides, ::strides]',
+       ("tests/models/test_models.py", "-k", "saves_parameters_not_compute"),
+       "share='all' runs the strided shared 3x3 at stride 1 and subsamples: 4x its MACs"),
+    _m("C9", "readme_default_command", "README.md",
+       'python3 -m venv .venv && . .venv/bin/activate && pip install -c constraints.txt -e . && python -m sharesnet_jax.main --config=configs/default.py --workdir=/tmp/sharesnet',
+       'python3 -m venv .venv && . .venv/bin/activate && pip install -c constraints.txt -e . && python -m sharesnet_jax.main --workdir=/tmp/sharesnet',
+       ("tests/test_repo.py", "-k", "default_run_command"), "the README's quick start loses its config"),
+    _m("C85", "labels_above_the_classes_pass", "sharesnet_jax/data/checks.py",
+       "if labels.size and (labels.min() < 0 or labels.max() >= info.num_classes):",
+       "if labels.size and labels.min() < 0:", (RELIABILITY, "-k", "labels_outside"),
+       "labels >= num_classes reach the loss"),
+    _m("C76", "resume_never_compares_fields", "sharesnet_jax/training/validation.py",
+       "if before != now:", "if False:", (RELIABILITY, "-k", "resume_with_another_config"),
+       "a resume with another optimizer continues silently (issue 22 may move this line)"),
+    _m("C75", "keep_checkpoints_not_resumable", "sharesnet_jax/training/validation.py",
+       '"keep_checkpoints", "eval_only", "num_epochs", "num_train_steps", "data_dir", "download",',
+       '"eval_only", "num_epochs", "num_train_steps", "data_dir", "download",',
+       (RELIABILITY, "-k", "bookkeeping"), "changing keep_checkpoints refuses the resume"),
+    _m("C99", "warm_start_without_shareify", "sharesnet_jax/training/warm_start.py",
+       "shared, report = shareify(variables, name, share=model.share, **overrides)",
+       'shared, report = variables, ""',
+       ("tests/training/test_warm_start.py", "-k", "shared_model_starts"),
+       "unshared weights handed to a shared model as they are"),
+    _m("C71", "init_from_reads_only_the_newest", "sharesnet_jax/training/checkpoints.py",
+       "for step_dir in step_directories(source):", "for step_dir in step_directories(source)[:1]:",
+       (RELIABILITY, "-k", "init_from_a_workdir_with_a_truncated"),
+       "init_from fails on a truncated newest checkpoint instead of using the previous"),
+    _m("C87", "absent_dataset_taken_as_prepared", "sharesnet_jax/data/sources.py",
+       "if source.builder.is_prepared():", "if True:",
+       ("tests/data/test_pipeline.py", "-k", "absent_dataset"),
+       "an absent dataset fails later, without saying how to prepare it"),
+    _m("C89", "no_tensorboard_events", TRAINER,
+       "writer = metric_writers.create_default_writer(workdir, just_logging=not is_chief)",
+       "writer = metric_writers.create_default_writer(workdir, just_logging=True)",
+       ("tests/training/test_trainer.py", "-k", "digits_run_learns"),
+       "process 0 writes no TensorBoard events"),
+    _m("C96", "torch_linear_not_transposed", "sharesnet_jax/interop/torchvision.py",
+       "return array.T  # (out, in) -> (in, out)", "return array",
+       ("tests/interop/test_torchvision.py", "-k", "logits"),
+       "torchvision's fc weight read untransposed"),
+    _m("C70", "unreadable_checkpoint_stops_the_run", "sharesnet_jax/training/checkpoints.py",
+       'self._set_aside(step, reason or "unreadable on another process")',
+       "raise RuntimeError(reason)", ("tests/training/test_fault_tolerance.py", "-k", "unreadable"),
+       "an unreadable newest checkpoint stops the run instead of being set aside"),
+    _m("C77", "write_failure_without_its_cause", "sharesnet_jax/training/checkpoints.py",
+       'reason = f"{cause.strerror or type(cause).__name__}" + (', 'reason = "error" + (',
+       (RELIABILITY, "-k", "checkpoint_write_failure_is_one_line"),
+       "a failed checkpoint write does not say why"),
+    _m("C78", "full_disk_not_named", "sharesnet_jax/training/checkpoints.py",
+       'reason = "disk full (no space left on device)"', 'reason = "write error"',
+       (RELIABILITY, "-k", "full_disk"), "a full disk not named as such"),
+]
+
 
 def copy_repository(destination: pathlib.Path) -> None:
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache")
@@ -697,7 +753,12 @@ def failed_tests(output: str) -> list[str]:
 
 
 def _short(node_ids) -> str:
-    return ", ".join(sorted(n.split("::", 1)[-1] for n in node_ids))
+    """Test functions with how many of their parametrizations failed: `test_x (3)`."""
+    counts: dict[str, int] = {}
+    for node in node_ids:
+        function = node.split("::", 1)[-1].split("[")[0]
+        counts[function] = counts.get(function, 0) + 1
+    return ", ".join(f"{f} ({n})" if n > 1 else f for f, n in sorted(counts.items()))
 
 
 def claim_ids(claims_file: pathlib.Path = ROOT / "tests" / "CLAIMS.md") -> list[str]:
