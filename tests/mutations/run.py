@@ -683,6 +683,18 @@ MUTATIONS += [
        (RELIABILITY, "-k", "full_disk"), "a full disk not named as such"),
 ]
 
+MUTATIONS += [
+    _m("C107", "all_reduce_counts_one_element_per_operand", "sharesnet_jax/training/tpu/hlo.py",
+       'size = math.prod(int(d) for d in dims.split(",") if d)', "size = 1",
+       ("tests/training/test_tpu_plan.py", "-k", "all_reduce_bytes_counts_tuple"),
+       "all-reduce bytes read as one element per operand"),
+    _m("C106", "planner_flops_of_half_the_batch", PLANNER,
+       "flops = train_flops_per_chip(built.model, image_shape, batch)",
+       "flops = train_flops_per_chip(built.model, image_shape, batch // 2)",
+       ("tests/training/test_tpu_plan.py", "-k", "three_forward_passes"),
+       "the plan's FLOPs for half the per-chip batch"),
+]
+
 
 def copy_repository(destination: pathlib.Path) -> None:
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache")
@@ -776,6 +788,28 @@ def claim_tests(claims_file: pathlib.Path = ROOT / "tests" / "CLAIMS.md") -> dic
                            claims_file.read_text(), re.MULTILINE))
 
 
+# Test files whose whole run costs about what any selection of them costs (the import, or one
+# module fixture): their baseline is run once for the file, whatever -k each mutation adds.
+WHOLE_FILE_BASELINE = frozenset({
+    "tests/data/test_augment_geometry.py", "tests/data/test_augment.py",
+    "tests/data/test_dataset_statistics.py", "tests/training/test_schedule_and_optimizer.py",
+    "tests/training/test_eval_metrics.py", "tests/training/test_config_recipes.py",
+    "tests/training/test_imagenet_style_run.py", "tests/models/test_macs_and_flops.py",
+    "tests/models/test_share_modes.py", "tests/models/test_init.py",
+})
+
+
+def baseline_selection(tests: tuple[str, ...]) -> tuple[str, ...]:
+    """The selection whose unmutated run decides which of `tests` may catch: the files alone
+    when each is in WHOLE_FILE_BASELINE (a superset of the tests), else `tests` itself."""
+    files = tuple(a for a in tests if not a.startswith("-") and a.endswith(".py"))
+    rest = [a for a in tests if a not in files]
+    if files and all(f in WHOLE_FILE_BASELINE for f in files) and (rest[:1] == ["-k"]
+                                                                  and len(rest) == 2):
+        return files
+    return tests
+
+
 class Baselines:
     """Each selection run once on an unmutated copy: the tests that fail there cannot catch."""
 
@@ -785,6 +819,7 @@ class Baselines:
         self._results: dict[tuple[str, ...], tuple[int, set[str]]] = {}
 
     def of(self, tests: tuple[str, ...]) -> tuple[int, set[str]]:
+        tests = baseline_selection(tests)
         if tests not in self._results:
             if self._copy is None:
                 self._copy = pathlib.Path(tempfile.mkdtemp(prefix="mutation_baseline_"))
@@ -807,6 +842,8 @@ def verdict(rc: int, failed: set[str], baseline_rc: int, baseline_failed: set[st
         return "timeout"
     if rc == 0:
         return "MISSED"
+    if rc == 5:
+        return "no tests selected"
     if failed - baseline_failed:
         return "caught" if rc == 1 else f"caught (pytest rc {rc})"
     if baseline_failed:
