@@ -695,6 +695,12 @@ MUTATIONS += [
        "the plan's FLOPs for half the per-chip batch"),
 ]
 
+MUTATIONS += [
+    _m("C119", "synthetic_benchmark_reads_a_dataset", "configs/synthetic_benchmark.py",
+       'c.dataset = "synthetic"', 'c.dataset = "digits"',
+       (RECIPE_TESTS, "-k", "synthetic_benchmark"), "the benchmark config reads the digits"),
+]
+
 
 def copy_repository(destination: pathlib.Path) -> None:
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache")
