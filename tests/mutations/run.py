@@ -701,6 +701,19 @@ MUTATIONS += [
        (RECIPE_TESTS, "-k", "synthetic_benchmark"), "the benchmark config reads the digits"),
 ]
 
+MUTATIONS += [
+    _m("C113", "benchmark_state_not_donated", STEPS,
+       "out_shardings=replicated, donate_argnums=(0,) if donate_state else ())",
+       "out_shardings=replicated, donate_argnums=())",
+       ("tests/test_performance.py", "-k", "donates"),
+       "the train step keeps a second copy of the state"),
+    _m("C114", "step_counter_weakly_typed", STEPS,
+       "return TrainState(step=jnp.zeros((), jnp.int32), params=params,",
+       "return TrainState(step=0, params=params,",
+       ("tests/test_performance.py", "-k", "traces_its_train_step_once"),
+       "a Python int step counter: the second step retraces and recompiles"),
+]
+
 
 def copy_repository(destination: pathlib.Path) -> None:
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache")
