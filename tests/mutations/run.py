@@ -173,7 +173,7 @@ MUTATIONS = [
         "planner_known_crash_unguarded", PLANNER,
         "refuse_known_compiler_crash(tpu.chip.generation)",
         "pass",
-        ("tests/training/test_tpu_plan.py", "-k", "v6e_scan"),
+        ("tests/training/test_tpu_plan.py", "-k", "v6e_with_the_pinned_libtpu"),
         "the planner compiles for a generation its libtpu is known to crash on (a segfault)"),
     Mutation(
         "trainer_known_crash_unwarned", TRAINER,
@@ -779,7 +779,8 @@ def imported_from(root: pathlib.Path) -> str:
 
 def failed_tests(output: str) -> list[str]:
     """The node ids pytest reported as FAILED or ERROR (collection errors name the file)."""
-    return re.findall(r"^(?:FAILED|ERROR) (\S+?)(?: - .*)?$", output, re.MULTILINE)
+    # Parametrization ids may hold spaces ("test_x[{'a': 1}]"): up to the " - " of the reason.
+    return re.findall(r"^(?:FAILED|ERROR) (.+?)(?: - .*)?$", output, re.MULTILINE)
 
 
 def _short(node_ids) -> str:
