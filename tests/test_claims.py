@@ -85,6 +85,9 @@ def test_mutation_harness_reports_stale_lines_and_missing_test_files(tmp_path):
     assert harness.verdict(1, {"t::a"}, 1, {"t::a"}).startswith("MISSED")
     assert harness.verdict(1, {"t::a", "t::b"}, 1, {"t::a"}) == "caught"
     assert harness.verdict(0, set(), 0, set()) == "MISSED"
+    assert harness.failed_tests("FAILED tests/a.py::t[{'o': 'x'}-1] - AssertionError: y\n"
+                                "ERROR tests/b.py\n") == ["tests/a.py::t[{'o': 'x'}-1]",
+                                                           "tests/b.py"]
 
 
 def test_slow_and_accelerator_tests_are_deselected_by_default():
