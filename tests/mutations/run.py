@@ -481,7 +481,7 @@ MUTATIONS += [
        'self.augment = record["augment"]  # the evaluation style the run resolved',
        'self.augment = "cifar"', (IMAGENET_RUN, "-k", "predict"),
        "predict fits images CIFAR-style whatever the run evaluated with"),
-    _m("C104", "predict_normalises_with_the_mean_as_std", PREDICT,
+    _m("C51", "predict_normalises_with_the_mean_as_std", PREDICT,
        "logits = model.apply(variables, normalize(images, mean, std), train=False)",
        "logits = model.apply(variables, normalize(images, mean, mean), train=False)",
        (IMAGENET_RUN, "-k", "predict"), "predict divides by the mean instead of the std"),
