@@ -13,5 +13,9 @@ def test_ci_runs_the_readme_test_command():
 
 
 def test_readme_shows_the_default_run_command():
+    """The Quick start's first command block installs and runs the default config (a bare
+    substring would also match the multi-process example's --workdir=/tmp/sharesnet_2p)."""
     readme = (ROOT / "README.md").read_text()
-    assert "python -m sharesnet_jax.main --config=configs/default.py --workdir=/tmp/sharesnet" in readme
+    quick_start = readme.split("## Quick start", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    assert quick_start.strip().endswith(
+        "python -m sharesnet_jax.main --config=configs/default.py --workdir=/tmp/sharesnet")

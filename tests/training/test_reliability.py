@@ -413,6 +413,10 @@ def test_predict_scales_16_bit_and_float_images(tmp_path):
     Image.fromarray((ramp * 300).astype(np.float32)).save(tmp_path / "big.tiff")
     with pytest.raises(ValueError, match=r"float image .* values outside \[0, 1\]"):
         predict.read_image(str(tmp_path / "big.tiff"))
+    # Within 0..255 but beyond 1: not a [0, 1] image either (x255 would saturate it).
+    Image.fromarray((ramp * 200).astype(np.float32)).save(tmp_path / "mid.tiff")
+    with pytest.raises(ValueError, match=r"float image .* values outside \[0, 1\]"):
+        predict.read_image(str(tmp_path / "mid.tiff"))
 
 
 @pytest.mark.parametrize("top", ["0", "-3"])
