@@ -1,7 +1,8 @@
 """Forward multiply-adds against independent counts (by hand for the CIFAR pre-activation
 ResNet-20 on square and non-square inputs; torchvision's published GFLOPS, which are MACs, for
 the ImageNet ResNets), and the planner's FLOPs per step: 2 x MACs x batch x 3 passes (forward,
-two backward convolutions), 4 with remat (the forward runs twice), 1 pass for evaluation."""
+two backward convolutions), 4 with remat_policy='full' (an upper bound: the forward at most
+twice), 3 with 'conv_outputs' (no convolution recomputed), 1 pass for evaluation."""
 
 from __future__ import annotations
 
@@ -42,10 +43,10 @@ def test_forward_macs_of_imagenet_resnets_match_torchvisions_published_figures(n
     assert round(macs / 1e9, 2) == gmacs
 
 
-@pytest.mark.parametrize("remat,passes", [(False, 3), (True, 4)])
+@pytest.mark.parametrize("remat_policy,passes", [("none", 3), ("conv_outputs", 3), ("full", 4)])
 @pytest.mark.parametrize("stage_impl", ["loop", "scan"])
-def test_planner_flops_are_three_passes_and_four_with_remat(remat, passes, stage_impl):
-    model = create_model("cifar_sharesnet20", num_classes=10, remat=remat,
+def test_planner_flops_are_three_passes_and_four_with_remat(remat_policy, passes, stage_impl):
+    model = create_model("cifar_sharesnet20", num_classes=10, remat_policy=remat_policy,
                          stage_impl=stage_impl)
     macs = _preact_resnet20_macs(32, 32)
     assert train_flops_per_chip(model, (32, 32, 3), 16) == 2 * macs * 16 * passes

@@ -275,7 +275,13 @@ _EARLIER_CLAIMS = {
     "resume_restarts_from_step_0_cli": "C67", "data_restarts_at_step_0_after_resume": "C34",
     "pipeline_resume_position_lost": "C66", "pipeline_train_share_ignored": "C90",
     "planner_known_crash_unguarded": "C109", "trainer_known_crash_unwarned": "C109",
-    "planner_bn_groups_unchecked": "C110",
+    "planner_bn_groups_unchecked": "C110", "gradient_reduced_per_use": "C111",
+    "gradient_reduce_ignores_dtype": "C125", "remat_repeats_collectives": "C111",
+    "nnx_batch_norm_immutable": "C135", "nnx_keys_split_by_nnx": "C136",
+    "nnx_given_variables_dropped": "C137", "export_fixed_batch": "C130",
+    "served_input_rescaled": "C130", "damaged_artifact_traceback": "C131",
+    "onnx_graph_off": "C132", "export_ignores_sharing": "C133",
+    "export_temporary_left_behind": "C134",
 }
 MUTATIONS = [dataclasses.replace(m, claim=_EARLIER_CLAIMS[m.name]) for m in MUTATIONS]
 
@@ -578,8 +584,8 @@ MUTATIONS += [
        ("tests/test_predict.py", "-k", "command_line"),
        "an unreadable image stops the predictions of the others"),
     # Planner FLOPs and MAC counts.
-    _m("C105", "planner_remat_counted_as_3_passes", PLANNER, "passes = 4 if model.remat else 3",
-       "passes = 3", (MACS, "-k", "planner"), "remat's second forward pass not counted"),
+    _m("C105", "planner_remat_counted_as_3_passes", PLANNER,
+       'return 4 if model.remat_policy == "full" else 3', "return 3", (MACS, "-k", "planner"), "remat's second forward pass not counted"),
     _m("C105", "planner_eval_counted_as_3_passes", PLANNER,
        "return 2 * forward_macs(model, tuple(image_shape)) * per_chip_batch",
        "return 2 * forward_macs(model, tuple(image_shape)) * per_chip_batch * 3",
