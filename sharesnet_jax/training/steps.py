@@ -22,7 +22,6 @@ Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
 # The element type each gradient is all-reduced in, once per parameter (see make_train_step).
 GRAD_REDUCE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-GRADIENT_REDUCE_SCOPE = "gradient_reduce"  # names the reduction's ops in the compiled program
 
 
 @flax.struct.dataclass
@@ -74,7 +73,8 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
     iteration: ShaResNet's parameter saving would never reach the wire.
 
     BatchNorm statistics stay those of the global batch: the model's BatchNorm averages them
-    over the data axis (`norm_axis_name`), or forms `bn_group_size` groups within each device.
+    over the data axis (`norm_axis_name`), or forms `bn_group_size` groups within a device or
+    over consecutive devices (models/batch_norm.py).
     Each device folds its index into the dropout key, so every example draws its own mask.
 
     With `skip_nonfinite`, a step whose loss, gradients or new state are not finite leaves the
@@ -144,8 +144,7 @@ def _data_parallel_grads(model: nn.Module, mesh: Mesh, label_smoothing: float,
         dropout_rng = jax.random.fold_in(dropout_rng, jax.lax.axis_index(axis))
         (loss, (logits, batch_stats)), grads = _value_and_grad(
             synced, label_smoothing, params, batch_stats, images, labels, dropout_rng)
-        with jax.named_scope(GRADIENT_REDUCE_SCOPE):
-            grads = jax.tree.map(reduce, grads)
+        grads = jax.tree.map(reduce, grads)
         return (jax.lax.pmean(loss, axis), (logits, batch_stats)), grads
 
     replicated, split = PartitionSpec(), PartitionSpec(axis)
