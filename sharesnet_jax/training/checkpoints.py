@@ -60,6 +60,11 @@ class Checkpoints:
             item_handlers={"state": ocp.StandardCheckpointHandler(),
                            "record": ocp.JsonCheckpointHandler()})
 
+    @property
+    def pending_step(self) -> int:
+        """The step of the newest save started (-1: none yet)."""
+        return self._pending
+
     def steps(self) -> list[int]:
         return sorted(self._manager.all_steps())
 
