@@ -11,7 +11,10 @@ ImageNet-style evaluation crop) and runs the evaluation pipeline's own transform
 from __future__ import annotations
 
 import argparse
+import os
+import stat
 import sys
+import warnings
 from typing import Sequence
 
 import jax
@@ -23,7 +26,9 @@ from sharesnet_jax import cli
 from sharesnet_jax.data import hide_accelerators_from_tensorflow
 from sharesnet_jax.data.augment import eval_image
 from sharesnet_jax.errors import UserError
-from sharesnet_jax.training.checkpoints import read_checkpoint
+from sharesnet_jax.models.stats import abstract_variables
+from sharesnet_jax.safe_files import kind_of
+from sharesnet_jax.training.checkpoints import check_same_shapes, read_checkpoint
 from sharesnet_jax.training.run_setup import build_model
 from sharesnet_jax.training.steps import normalize
 
@@ -39,6 +44,11 @@ class Predictor:
         self.augment = record["augment"]  # the evaluation style the run resolved
         # read_checkpoint hands back loop-layout variables, whatever layout the run trained in.
         model = build_model({**record["config"], "stage_impl": "loop"}, record["num_classes"])
+        # A record that names another model than the weights beside it (edited, or copied from
+        # another run) is one line here, not a Flax trace at the first image.
+        check_same_shapes(variables, abstract_variables(model, self.image_shape),
+                          f"the checkpoint in {workdir}",
+                          f"the {record['config']['model']} its record names")
         mean, std = record["mean"], record["std"]
         variables = jax.device_put(variables)
 
@@ -74,18 +84,44 @@ def load(workdir: str) -> Predictor:
     return Predictor(workdir)
 
 
+# Decoded pixels an input may have: 100 megapixels (a 10000x10000 photograph, 300 MB as RGB).
+# The header says the size before anything is decoded, so a decompression bomb (a small file of
+# hundreds of megapixels) is refused without allocating its pixels.
+MAX_PIXELS = 100_000_000
+
+
 def read_image(path: str, channels: int = 3) -> np.ndarray:
     """A file as uint8 HWC; palette, grey and alpha images are converted to the model's RGB.
     16-bit images are scaled to 8 bits and float images with values in [0, 1] to 0..255 (PIL's
-    own conversion would clip the former to 255 and truncate the latter to 0)."""
+    own conversion would clip the former to 255 and truncate the latter to 0). Only regular
+    files are read: a FIFO or device is refused at once instead of blocking."""
     try:
-        with Image.open(path) as image:
-            if image.mode in ("I", "F") or image.mode.startswith("I;"):
-                image = Image.fromarray(_to_uint8(np.asarray(image), image.mode))
-            image = image.convert("RGB" if channels == 3 else "L")
-            return np.asarray(image)
-    except (OSError, ValueError) as err:
-        raise ValueError(f"cannot read image: {err}") from None
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as err:
+        raise ValueError(f"cannot read image: {err.strerror or err}") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise ValueError(f"cannot read image: it is {kind_of(mode)}, not a regular file")
+    with os.fdopen(fd, "rb") as file:
+        try:
+            with warnings.catch_warnings():
+                # Ours is the limit below; PIL's own (a warning, then an error at twice it)
+                # would print a warning line of its own for sizes between the two.
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(file) as image:
+                    width, height = image.size
+                    if width * height > MAX_PIXELS:
+                        raise ValueError(f"{width}x{height} pixels, more than the {MAX_PIXELS:,} "
+                                         "an input may have (a decompression bomb?)")
+                    if image.mode in ("I", "F") or image.mode.startswith("I;"):
+                        image = Image.fromarray(_to_uint8(np.asarray(image), image.mode))
+                    image = image.convert("RGB" if channels == 3 else "L")
+                    return np.asarray(image)
+        except ValueError as err:
+            raise ValueError(f"cannot read image: {err}") from None
+        except Exception as err:  # noqa: BLE001 - PIL's decoders raise many kinds on bad files
+            raise ValueError(f"cannot read image: {type(err).__name__}: {err}") from None
 
 
 def _to_uint8(pixels: np.ndarray, mode: str) -> np.ndarray:

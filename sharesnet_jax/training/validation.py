@@ -165,6 +165,9 @@ def check_config(config) -> None:
     if config.data_dir and os.path.exists(config.data_dir) and not os.path.isdir(
             config.data_dir):
         raise UserError(f"data_dir={config.data_dir!r} is a file, not a directory of datasets")
+    for field in ("init_from", "manual_dir"):
+        if config[field] and not os.path.exists(config[field]):
+            raise UserError(f"{field}={config[field]!r} does not exist")
     check_image_size(config)
 
 

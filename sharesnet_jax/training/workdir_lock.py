@@ -59,8 +59,8 @@ def _holder(fd: int) -> str:
         time.sleep(0.05)
     if not text:
         return "a process that has not written its name yet"
-    return (f"a process other than the one the lock file names, {text.split(',')[0]} of this "
-            "host, which is no longer running; perhaps a process it started still holds the lock")
+    return (f"a process other than pid {text.split()[1]}, which the lock file names but which "
+            "is no longer running on this host; perhaps a process it started holds the lock")
 
 
 def _alive(line: str) -> bool:
