@@ -23,7 +23,7 @@ from PIL import Image
 from sharesnet_jax import cli, train
 from sharesnet_jax.training.config import base_config
 from sharesnet_jax.training.workdir_lock import WorkdirLock
-from tests.training.test_reliability import SMALL_CLI, _cli, small
+from tests.training.test_reliability import SMALL_CLI, _chattr, _cli, small
 
 VICTIM_TEXT = "another user's file: must survive\n"
 
@@ -173,6 +173,9 @@ LOCK_CASES = [
     ("fifo", lambda lock: os.mkfifo(lock), r"\.lock is a FIFO, not a file this run may write"),
     ("unreadable", lambda lock: (lock.write_text(""), os.chmod(lock, 0)),
      r"\.lock cannot be opened \(Permission denied\)"),
+    ("immutable", lambda lock: (lock.write_text(""), _chattr("+i", lock) or pytest.skip(
+        "needs chattr +i (root on ext4/xfs)")), r"\.lock cannot be opened \(Operation not "
+                                                r"permitted\)"),
 ]
 
 
@@ -183,8 +186,11 @@ def test_a_lock_path_that_cannot_be_a_lock_is_one_line(tmp_path, data_dir, capsy
         pytest.skip("root opens a file of mode 000")
     work = tmp_path / "work"
     work.mkdir()
-    plant(work / ".lock")
-    _refused(lambda: train.train_and_evaluate(small(data_dir), str(work)), capsys, message)
+    try:
+        plant(work / ".lock")
+        _refused(lambda: train.train_and_evaluate(small(data_dir), str(work)), capsys, message)
+    finally:
+        _chattr("-i", work / ".lock")
     assert not os.path.exists(work / "checkpoints")
 
 
@@ -298,7 +304,9 @@ def test_every_schema_field_has_cases():
                          ids=[f"{c[0]}={c[1]!r}"[:40] for c in _schema_cases()])
 def test_every_field_is_typed_and_range_checked_before_any_work(tmp_path, data_dir, capsys,
                                                                 field, value, message):
-    fields = {field: value}
+    # A short fallback length: a num_train_steps refusal that regressed trains 2 steps, not 200
+    # epochs.
+    fields = {"num_epochs": 0.05, field: value}
     if field == "num_epochs":
         fields["num_train_steps"] = -1
     config = ml_collections.ConfigDict({**small(data_dir).to_dict(), **fields})
