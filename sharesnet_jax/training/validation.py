@@ -12,6 +12,7 @@ import tempfile
 import jax
 
 from sharesnet_jax import safe_files
+from sharesnet_jax.data import synthetic
 from sharesnet_jax.data.info import AUGMENT_CHOICES
 from sharesnet_jax.errors import UserError
 from sharesnet_jax.models import SHARE_MODES, STAGE_IMPLS, list_models, model_spec
@@ -183,7 +184,7 @@ def check_image_size(config) -> None:
 
 def check_plan(config, info, plan) -> None:
     """Against the dataset: a batch the split can fill, and a run of at least one step."""
-    if config.num_classes is not None and info.name != "synthetic" and (
+    if config.num_classes is not None and info.name != synthetic.NAME and (
             config.num_classes != info.num_classes):
         raise UserError(f"num_classes={config.num_classes} contradicts dataset {info.name!r}, "
                         f"which has {info.num_classes} classes: leave num_classes unset (it is "

@@ -271,7 +271,7 @@ MUTATIONS = [
         "workdir_root_accepted", VALIDATION,
         "if os.path.dirname(path) == path:",
         "if False:",
-        (ROUND3, "-k", "workdir_root"),
+        (ROUND3, "-k", "filesystem_root"),
         "--workdir=/ is accepted"),
 ]
 
