@@ -95,6 +95,7 @@ def write_atomically(path: str, text: str) -> None:
     fd, temporary = tempfile.mkstemp(prefix=_temporary_prefix(path), suffix=".tmp",
                                      dir=os.path.dirname(path) or ".")
     try:
+        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide the results from the workdir's group
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()

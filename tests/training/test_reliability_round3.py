@@ -559,5 +559,6 @@ def test_results_write_is_safe_module_level(tmp_path):
     os.remove(target)
     safe_files.write_atomically(str(target), "{}")
     assert target.read_text() == "{}" and victim.read_text() == VICTIM_TEXT
+    assert os.stat(target).st_mode & 0o777 == 0o644  # readable like any file of the run
     assert os.listdir(tmp_path) and not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
 
