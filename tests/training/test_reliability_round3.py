@@ -335,6 +335,9 @@ def test_num_classes_that_contradicts_the_dataset_is_refused(tmp_path, data_dir,
 # 3. Data problems, found before the first step.
 
 def _copy_of(data_dir, tmp_path):
+    from sharesnet_jax.data import digits
+
+    digits.ensure_digits_dataset(data_dir)  # the session's data_dir may not hold it yet
     copy = tmp_path / "tfds"
     shutil.copytree(data_dir, copy)
     version = copy / "sharesnet_digits" / "1.0.0"
