@@ -9,7 +9,8 @@ from typing import Any, Callable
 
 import jax
 
-from sharesnet_jax.training.checkpoints import read_checkpoint
+from sharesnet_jax.models.stats import abstract_variables
+from sharesnet_jax.training.checkpoints import check_same_shapes, read_checkpoint
 from sharesnet_jax.training.run_setup import build_model
 from sharesnet_jax.training.steps import normalize
 
@@ -28,6 +29,11 @@ def from_checkpoint(source: str) -> TrainedClassifier:
     record, variables = read_checkpoint(source)
     # read_checkpoint hands back loop-layout variables, whatever layout the run trained in.
     model = build_model({**record["config"], "stage_impl": "loop"}, record["num_classes"])
+    # A record that names another model than the weights beside it (edited, or copied from
+    # another run) is one line here, not a Flax trace at the first image.
+    check_same_shapes(variables, abstract_variables(model, tuple(record["image_shape"])),
+                      f"the checkpoint in {source}",
+                      f"the {record['config']['model']} its record names")
     mean, std = record["mean"], record["std"]
     variables = jax.device_put(variables)
 

@@ -53,13 +53,23 @@ def parse_flags(argv: list[str]) -> list[str]:
     try:
         return flags.FLAGS(argv)
     except flags.Error as err:
-        message = str(err)
+        message = _without_traceback(str(err))
     except (AttributeError, KeyError) as err:  # config_dict's unknown-field errors
         text = str(err).strip("'\"").replace("\\n", " ").replace("\\'", "'")
         message = f"unknown config field: {text}"
     except Exception as err:  # noqa: BLE001 - a config file that fails to import or build
         message = f"bad --config: {type(err).__name__}: {err}"
     sys.exit(fail(message))
+
+
+def _without_traceback(message: str) -> str:
+    """absl wraps an exception of the config file's `get_config(ARG)` (a `--config=FILE:ARG`
+    the config does not take) with its whole trace: keep what failed and the exception's line."""
+    head, marker, trace = message.partition("Traceback (most recent call last):")
+    if not marker:
+        return message
+    lines = [line for line in trace.strip().splitlines() if line.strip()]
+    return f"{head.strip()} {lines[-1].strip() if lines else ''}".strip()
 
 
 def quiet_library_logs() -> None:

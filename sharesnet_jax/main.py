@@ -47,7 +47,10 @@ def main(argv: list[str]) -> int:
 @cli.one_line_errors
 def _main(argv: list[str]) -> int:
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+        from sharesnet_jax.errors import UserError
+
+        raise UserError(f"unexpected argument(s) {' '.join(map(repr, argv[1:]))}: every option "
+                        "is a flag (--config=FILE, --workdir=DIR, --config.FIELD=VALUE)")
     from sharesnet_jax.training import preemption
 
     preemption.watch_early()  # SIGTERM during set-up: a clean exit 0, not a silent 143

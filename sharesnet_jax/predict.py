@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import stat
 import sys
+import warnings
 from typing import Sequence
 
 import jax
@@ -25,6 +27,7 @@ from sharesnet_jax.classifier import from_checkpoint
 from sharesnet_jax.data import hide_accelerators_from_tensorflow
 from sharesnet_jax.data.augment import eval_image
 from sharesnet_jax.errors import UserError
+from sharesnet_jax.safe_files import kind_of
 
 
 class Predictor:
@@ -77,18 +80,44 @@ def load(source: str) -> Predictor:
     return Predictor(source)
 
 
+# Decoded pixels an input may have: 100 megapixels (a 10000x10000 photograph, 300 MB as RGB).
+# The header says the size before anything is decoded, so a decompression bomb (a small file of
+# hundreds of megapixels) is refused without allocating its pixels.
+MAX_PIXELS = 100_000_000
+
+
 def read_image(path: str, channels: int = 3) -> np.ndarray:
     """A file as uint8 HWC; palette, grey and alpha images are converted to the model's RGB.
     16-bit images are scaled to 8 bits and float images with values in [0, 1] to 0..255 (PIL's
-    own conversion would clip the former to 255 and truncate the latter to 0)."""
+    own conversion would clip the former to 255 and truncate the latter to 0). Only regular
+    files are read: a FIFO or device is refused at once instead of blocking."""
     try:
-        with Image.open(path) as image:
-            if image.mode in ("I", "F") or image.mode.startswith("I;"):
-                image = Image.fromarray(_to_uint8(np.asarray(image), image.mode))
-            image = image.convert("RGB" if channels == 3 else "L")
-            return np.asarray(image)
-    except (OSError, ValueError) as err:
-        raise ValueError(f"cannot read image: {err}") from None
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as err:
+        raise ValueError(f"cannot read image: {err.strerror or err}") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise ValueError(f"cannot read image: it is {kind_of(mode)}, not a regular file")
+    with os.fdopen(fd, "rb") as file:
+        try:
+            with warnings.catch_warnings():
+                # Ours is the limit below; PIL's own (a warning, then an error at twice it)
+                # would print a warning line of its own for sizes between the two.
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(file) as image:
+                    width, height = image.size
+                    if width * height > MAX_PIXELS:
+                        raise ValueError(f"{width}x{height} pixels, more than the {MAX_PIXELS:,} "
+                                         "an input may have (a decompression bomb?)")
+                    if image.mode in ("I", "F") or image.mode.startswith("I;"):
+                        image = Image.fromarray(_to_uint8(np.asarray(image), image.mode))
+                    image = image.convert("RGB" if channels == 3 else "L")
+                    return np.asarray(image)
+        except ValueError as err:
+            raise ValueError(f"cannot read image: {err}") from None
+        except Exception as err:  # noqa: BLE001 - PIL's decoders raise many kinds on bad files
+            raise ValueError(f"cannot read image: {type(err).__name__}: {err}") from None
 
 
 def _to_uint8(pixels: np.ndarray, mode: str) -> np.ndarray:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import stat
 from typing import Any
 
 import numpy as np
@@ -56,11 +57,29 @@ def _open_source(config) -> Source:
     data_dir = config.data_dir or _default_data_dir()
     tfds_name = name
     if name == DIGITS:
-        digits.ensure_digits_dataset(data_dir)
+        try:
+            digits.ensure_digits_dataset(data_dir)
+        except OSError as error:
+            raise ValueError(
+                f'data_dir {data_dir!r} cannot take the digits dataset ({error.strerror or error}'
+                f'{": " + str(error.filename) if error.filename else ""}): give a directory '
+                'this process can create and write'
+            ) from None
         tfds_name = digits.DATASET_NAME
     try:
         builder = tfds.builder(tfds_name, data_dir=data_dir)
-    except (ValueError, AssertionError, OSError) as error:  # DatasetNotFoundError is a ValueError.
+    except Exception as error:  # noqa: BLE001 - see below
+        folder = os.path.join(data_dir, base_name(tfds_name))
+        # A prepared folder whose dataset_info.json / features.json is not the JSON TFDS wrote:
+        # TFDS raises protobuf's ParseError or json's JSONDecodeError.
+        if type(error).__name__ in ('ParseError', 'JSONDecodeError', 'DecodeError'):
+            raise ValueError(
+                f'the metadata of dataset {name!r} under {folder} cannot be read '
+                f'({type(error).__name__}: {first_line(error)}): it is corrupt; delete that '
+                'folder and prepare the dataset again'
+            ) from None
+        if not isinstance(error, (ValueError, AssertionError, OSError)):
+            raise  # DatasetNotFoundError is a ValueError; anything else is ours to see
         raise ValueError(
             f'Unknown dataset {name!r} (data_dir {data_dir!r}): {first_line(error)}'
         ) from None
@@ -134,18 +153,60 @@ def read(
     )
 
 def split_size(source: Source, split: str) -> int:
+    """The examples `split` selects, with the files of the split it reads checked first."""
     if source.split_sizes_known:
         try:
-            return int(source.builder.info.splits[split].num_examples)
+            size = int(source.builder.info.splits[split].num_examples)
         except (KeyError, ValueError) as error:
             raise ValueError(
                 f'Dataset {source.name!r} has no split {split!r}: {first_line(error)}'
             ) from None
+        check_split_files(source, split)
+        return size
     examples = as_dataset(source, split)  # mock_data: count what it yields.
     cardinality = int(examples.cardinality())
     if cardinality >= 0:
         return cardinality
     return int(examples.reduce(0, lambda count, _: count + 1))
+
+# A TFRecord holds each example behind 16 bytes of framing: its length and two checksums.
+_TFRECORD_FRAMING_BYTES = 16
+
+
+def check_split_files(source: Source, split: str) -> None:
+    """The files of `split` (of the whole split a sub-split such as 'test[:50%]' reads) are
+    there, readable regular files, and as long as TFDS recorded when it wrote them: a missing or
+    truncated evaluation file is found before the first step, not after training."""
+    whole = split.split('[')[0]
+    try:
+        info = source.builder.info.splits[whole]
+        paths = [os.fspath(path) for path in info.filepaths]
+    except (KeyError, ValueError):
+        return  # the name was resolved by TFDS above; no files of its own to check
+    found = 0
+    for path in paths:
+        try:
+            status = os.stat(path)
+            problem = None if stat.S_ISREG(status.st_mode) else 'it is not a regular file'
+            if problem is None and not os.access(path, os.R_OK):
+                problem = 'permission denied'
+        except OSError as error:
+            problem = error.strerror or str(error)
+        if problem:
+            raise ValueError(
+                f'the files of split {whole!r} of dataset {source.name!r} are not all readable: '
+                f'{path} ({problem}); delete its prepared folder and prepare it again'
+            )
+        found += status.st_size
+    expected = int(info.num_bytes) + _TFRECORD_FRAMING_BYTES * int(info.num_examples)
+    is_tfrecord = str(getattr(source.builder.info, 'file_format', '')).lower().endswith('tfrecord')
+    if is_tfrecord and int(info.num_bytes) > 0 and found < expected:
+        raise ValueError(
+            f'the files of split {whole!r} of dataset {source.name!r} hold {found} bytes, fewer '
+            f'than the {expected} TFDS wrote (under {os.path.dirname(paths[0])}): they are '
+            'truncated; delete its prepared folder and prepare it again'
+        )
+
 
 def image_and_label_features(source: Source):
     features = source.builder.info.features

@@ -60,6 +60,11 @@ class Checkpoints:
             item_handlers={"state": ocp.StandardCheckpointHandler(),
                            "record": ocp.JsonCheckpointHandler()})
 
+    @property
+    def pending_step(self) -> int:
+        """The step of the newest save started (-1: none yet)."""
+        return self._pending
+
     def steps(self) -> list[int]:
         return sorted(self._manager.all_steps())
 
@@ -150,17 +155,8 @@ class Checkpoints:
 
     def _check_shapes(self, step: int, abstract: Any) -> None:
         """A checkpoint of another model is a one-line error naming the first differing path."""
-        stored = _shapes_by_path(self._manager.item_metadata(step)["state"])
-        for path, shape in _shapes_by_path(abstract).items():
-            if not path.startswith(("params/", "batch_stats/")):
-                continue
-            if path not in stored:
-                raise UserError(f"checkpoint {self.directory}/{step} has no entry {path}: it was "
-                                "written by a different model or config")
-            if stored[path] != shape:
-                raise UserError(f"checkpoint {self.directory}/{step} holds {path} with shape "
-                                f"{stored[path]}, this model needs {shape}: it was written by a "
-                                "different model or config")
+        check_same_shapes(self._manager.item_metadata(step)["state"], abstract,
+                          f"checkpoint {self.directory}/{step}", "this model")
 
     def wait(self) -> None:
         try:
@@ -173,6 +169,21 @@ class Checkpoints:
             self._manager.close()
         except Exception as err:  # noqa: BLE001 - the failure of the save in flight
             raise write_failure(self.directory, self._pending, err) from None
+
+
+def check_same_shapes(stored: Any, needed: Any, where: str, needer: str) -> None:
+    """The params and batch_stats of `stored` have the paths and shapes `needed` has; else a
+    one-line UserError naming the first path that differs (`where` holds it, `needer` wants)."""
+    stored, needed = _shapes_by_path(stored), _shapes_by_path(needed)
+    for path, shape in needed.items():
+        if not path.startswith(("params/", "batch_stats/")):
+            continue
+        if path not in stored:
+            raise UserError(f"{where} has no entry {path}: it was written by a different model "
+                            "or config")
+        if stored[path] != shape:
+            raise UserError(f"{where} holds {path} with shape {stored[path]}, {needer} needs "
+                            f"{shape}: it was written by a different model or config")
 
 
 def step_directories(source: str) -> list[str]:

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sharesnet_jax import safe_files
 from sharesnet_jax.data import synthetic
 from sharesnet_jax.data.info import DatasetInfo
 from sharesnet_jax.errors import UserError
@@ -103,7 +104,11 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     validation.check_config(config)
     workdir = validation.check_workdir(workdir)
     validation.check_results_path(workdir)
+    validation.check_workdir_entries(workdir)
     with PreemptionWatch() as preemption, WorkdirLock(workdir, jax.process_index()):
+        if jax.process_index() == 0:
+            safe_files.remove_stale_temporaries(os.path.join(workdir, "results.json"),
+                                                legacy=("results.json.tmp",))
         try:
             return _train_and_evaluate(config, workdir, preemption, start_time)
         except SetUpInterrupted as interrupted:
@@ -137,11 +142,22 @@ def _train_and_evaluate(config, workdir: str, preemption: PreemptionWatch,
     num_params = count_params(state.params)
     checkpoints = Checkpoints(os.path.join(workdir, "checkpoints"),
                               max_to_keep=config.keep_checkpoints)
-    restored = checkpoints.restore_latest(state, lambda record: validation.check_resume(
-        record["config"], config, f"the checkpoint in {checkpoints.directory}"))
+    stored_records = []
+
+    def check_record(record: dict) -> None:
+        validation.check_resume(record["config"], config,
+                                f"the checkpoint in {checkpoints.directory}")
+        stored_records.append(record)
+
+    restored = checkpoints.restore_latest(state, check_record)
     if restored is not None:
         state = restored[1]
+        if int(state.step) != restored[0]:
+            raise UserError(f"{checkpoints.directory}/{restored[0]} holds the state of step "
+                            f"{int(state.step)}: the step directory was renamed; rename it back "
+                            f"to {int(state.step)} (or move it away) and rerun")
         logging.info("Resumed from checkpoint at step %d", restored[0])
+        _warn_of_another_device_count(stored_records[-1] if stored_records else {})
         if restored[0] > plan.total_steps and not config.eval_only:
             raise UserError(f"{checkpoints.directory} holds step {restored[0]}, past this run's "
                             f"{plan.total_steps} steps: raise num_train_steps/num_epochs, or "
@@ -151,7 +167,8 @@ def _train_and_evaluate(config, workdir: str, preemption: PreemptionWatch,
     preemption.stop_during_set_up(SetUpInterrupted(int(state.step)))
     record = {"config": config.to_dict(), "num_classes": info.num_classes, "augment": info.augment,
               "image_shape": list(info.image_shape), "mean": list(info.mean),
-              "std": list(info.std), "class_names": list(info.class_names)}
+              "std": list(info.std), "class_names": list(info.class_names),
+              "num_devices": jax.device_count(), "num_processes": jax.process_count()}
     train_step, eval_step = run.train_step, run.eval_step
 
     writer = metric_writers.create_default_writer(workdir, just_logging=not is_chief)
@@ -178,6 +195,18 @@ def _train_and_evaluate(config, workdir: str, preemption: PreemptionWatch,
     def save(step: int) -> None:
         logging.info("Saving checkpoint at step %d", step)
         checkpoints.save(step, state, record)
+
+    def run_eval_or_save(step: int) -> dict[str, float]:
+        """An evaluation that fails (its data unreadable) first checkpoints the steps trained
+        since the last save: fixing the data and rerunning loses nothing."""
+        try:
+            return run_eval(step)
+        except UserError as err:
+            if step not in checkpoints.steps() and step != checkpoints.pending_step:
+                save(step)
+            checkpoints.wait()
+            raise UserError(f"{err}; the state of step {step} is checkpointed: fix it and rerun "
+                            "the same command to resume") from None
 
     step = start_step = int(state.step)
     final = None
@@ -216,7 +245,7 @@ def _train_and_evaluate(config, workdir: str, preemption: PreemptionWatch,
                                 "the same command to resume.", step)
                 return {"step": step, "preempted": True}
             if step % plan.eval_every_steps == 0 or step == plan.total_steps:
-                final = run_eval(step)
+                final = run_eval_or_save(step)
             if checkpoint_now:
                 save(step)
         if skipped:
@@ -234,7 +263,8 @@ def _train_and_evaluate(config, workdir: str, preemption: PreemptionWatch,
                "wall_seconds": round(time.time() - start_time, 2)}
     if is_chief:
         try:
-            _write_json_atomically(os.path.join(workdir, "results.json"), results)
+            safe_files.write_atomically(os.path.join(workdir, "results.json"),
+                                        json.dumps(results, indent=2))
         except OSError as err:
             reason = "disk full" if err.errno == 28 else (err.strerror or str(err))
             raise UserError(f"cannot write {workdir}/results.json ({reason}); the checkpoint "
@@ -244,6 +274,19 @@ def _train_and_evaluate(config, workdir: str, preemption: PreemptionWatch,
                  step, results["eval_accuracy"], results["eval_top5_accuracy"],
                  f"{num_params:,}", results["wall_seconds"])
     return results
+
+
+def _warn_of_another_device_count(record: dict) -> None:
+    """A checkpoint resumed on another number of devices or processes trains on correctly, but
+    the examples each process loads and the order of the gradient sums change: say so in one
+    line, since the result will not be bit-identical to an uninterrupted run's."""
+    before = (record.get("num_devices"), record.get("num_processes"))
+    now = (jax.device_count(), jax.process_count())
+    if before[0] is not None and before != now:
+        logging.warning("Resuming a checkpoint written on %d device(s) in %d process(es) on %d "
+                        "device(s) in %d process(es): training continues correctly, but the data "
+                        "order and the numerics change, so the result will not be bit-identical "
+                        "to an uninterrupted run", *before, *now)
 
 
 def _warn_of_known_compiler_crash() -> None:
@@ -289,13 +332,6 @@ def _warm_start(config, model, tx, state: TrainState, replicated) -> TrainState:
     logging.info("Initialised the model from %s", config.init_from)
     return state.replace(params=variables["params"], batch_stats=variables["batch_stats"],
                          opt_state=jax.jit(tx.init, out_shardings=replicated)(variables["params"]))
-
-
-def _write_json_atomically(path: str, payload: dict) -> None:
-    temporary = f"{path}.tmp"
-    with open(temporary, "w") as f:
-        json.dump(payload, f, indent=2)
-    os.replace(temporary, path)
 
 
 def _log_train_metrics(writer, pending: list[tuple[int, dict]], skip_nonfinite: bool) -> int:

@@ -53,6 +53,12 @@ TRAINER = "sharesnet_jax/training/trainer.py"
 STEPS = "sharesnet_jax/training/steps.py"
 PIPELINE = "sharesnet_jax/data/pipeline.py"
 PLANNER = "sharesnet_jax/training/tpu/plan.py"
+SAFE_FILES = "sharesnet_jax/safe_files.py"
+VALIDATION = "sharesnet_jax/training/validation.py"
+SOURCES = "sharesnet_jax/data/sources.py"
+LOCK = "sharesnet_jax/training/workdir_lock.py"
+PREDICT = "sharesnet_jax/predict.py"
+ROUND3 = "tests/training/test_reliability_round3.py"
 
 MUTATIONS = [
     Mutation(
@@ -791,8 +797,103 @@ MUTATIONS += [
        "the train step keeps a second copy of the state"),
     # C114: step=0 (a Python int) in create_train_state was tried and is equivalent: the state
     # is created under jit, so the counter is an int32 array anyway. No mutation yet.
+    # Issue 22 (reliability round 3).
+    Mutation(
+        "lock_follows_links", SAFE_FILES,
+        "fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)",
+        "fd = os.open(path, flags | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)",
+        (ROUND3, "-k", "link_where_the_run_writes"),
+        "the lock is opened through a link planted at .lock and truncates its target"),
+    Mutation(
+        "results_through_fixed_temporary", TRAINER,
+        'legacy=("results.json.tmp",))',
+        "legacy=())",
+        (ROUND3, "-k", "stale_temporaries"),
+        "a link left at the old fixed temporary name survives the run"),
+    Mutation(
+        "checkpoints_link_followed", VALIDATION,
+        "safe_files.refuse_link_or_file(os.path.join(workdir, name))",
+        "pass",
+        (ROUND3, "-k", "link_where_the_run_writes"),
+        "checkpoints/ as a link: Orbax writes (and prunes) in another user's directory"),
+    Mutation(
+        "none_field_accepted", VALIDATION,
+        "if default is None:",
+        "if True:",
+        (ROUND3, "-k", "every_field_is_typed and None"),
+        "a None in a Python config file passes and fails later with a traceback"),
+    Mutation(
+        "seed_unbounded", VALIDATION,
+        "if not 0 <= config.seed <= MAX_SEED:",
+        "if False:",
+        (ROUND3, "-k", "every_field_is_typed and seed"),
+        "a seed beyond 64 bits (or one that wraps onto another) is accepted"),
+    Mutation(
+        "decay_factor_above_one", VALIDATION,
+        '_check_range(config, "lr_decay_factor", 0.0, 1.0, low_open=True)',
+        '_check_range(config, "lr_decay_factor", 0.0)',
+        (ROUND3, "-k", "every_field_is_typed and lr_decay_factor"),
+        "a decay factor above 1 (or 0) is accepted"),
+    Mutation(
+        "empty_eval_split_accepted", VALIDATION,
+        "if info.num_eval_examples < 1:",
+        "if False:",
+        (ROUND3, "-k", "data_problems and empty"),
+        "an evaluation split of no examples fails only after training"),
+    Mutation(
+        "split_files_unchecked", SOURCES,
+        "check_split_files(source, split)",
+        "pass",
+        (ROUND3, "-k", "data_problems and eval and file"),
+        "a truncated, missing or FIFO evaluation file is found after training"),
+    Mutation(
+        "failed_eval_loses_steps", TRAINER,
+        "final = run_eval_or_save(step)",
+        "final = run_eval(step)",
+        (ROUND3, "-k", "evaluation_that_fails"),
+        "an evaluation that fails loses the steps since the last checkpoint"),
+    Mutation(
+        "lock_names_dead_holder", LOCK,
+        "if text and _alive(text):",
+        "if text:",
+        (ROUND3, "-k", "dead_holder"),
+        "a refusal names a holder that is no longer alive"),
+    Mutation(
+        "predict_opens_fifo_blocking", PREDICT,
+        "fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)",
+        "fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)",
+        (ROUND3, "-k", "predict_refuses_special"),
+        "predict on a FIFO blocks forever"),
+    Mutation(
+        "predict_bomb_unchecked", PREDICT,
+        "if width * height > MAX_PIXELS:",
+        "if False:",
+        (ROUND3, "-k", "predict_refuses_special"),
+        "an image of 121 megapixels is decoded (PIL only warns below twice its limit)"),
+    Mutation(
+        "renamed_step_resumed", TRAINER,
+        "if int(state.step) != restored[0]:",
+        "if False:",
+        (ROUND3, "-k", "renamed_step"),
+        "a step directory renamed to another number resumes with a wrong step"),
+    Mutation(
+        "workdir_root_accepted", VALIDATION,
+        "if os.path.dirname(path) == path:",
+        "if False:",
+        (ROUND3, "-k", "filesystem_root"),
+        "--workdir=/ is accepted"),
 ]
 
+
+# Issue 22's mutations (the last list above) and the claims they break.
+_ROUND3_CLAIMS = {
+    "lock_follows_links": "C138", "results_through_fixed_temporary": "C139", "checkpoints_link_followed": "C138",
+    "none_field_accepted": "C140", "seed_unbounded": "C140", "decay_factor_above_one": "C140",
+    "empty_eval_split_accepted": "C141", "split_files_unchecked": "C141", "failed_eval_loses_steps": "C142",
+    "lock_names_dead_holder": "C143", "predict_opens_fifo_blocking": "C144", "predict_bomb_unchecked": "C144",
+    "renamed_step_resumed": "C145", "workdir_root_accepted": "C146",
+}
+MUTATIONS = [dataclasses.replace(m, claim=_ROUND3_CLAIMS.get(m.name, m.claim)) for m in MUTATIONS]
 
 def copy_repository(destination: pathlib.Path) -> None:
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache")

@@ -14,8 +14,9 @@ class OutOfMemory(Exception):
         self.needed, self.available = needed, available
 
 
-_SIZE = r"([0-9.]+)\s*([KMGT]?)i?B?"
-_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+# An absurd batch needs petabytes: XLA then prints 'P' (or 'E'), which must parse too.
+_SIZE = r"([0-9.]+)\s*([KMGTPE]?)i?B?"
+_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40, "P": 2**50, "E": 2**60}
 
 
 def _bytes(number: str, unit: str) -> int:
