@@ -263,6 +263,7 @@ OUT_OF_RANGE = {
     "optimizer": [("sgdd", r"optimizer='sgdd' is not one of")],
     "pca_lighting": [(-1.0, r"pca_lighting=-1.0 must be"), (float("nan"), r"pca_lighting=nan")],
     "remat": [],
+    "remat_policy": [("half", r"remat_policy='half' is not one of 'none', 'conv_outputs', 'full'")],
     "schedule": [("linear", r"schedule='linear' is not one of")],
     "seed": [(-1, r"seed=-1 must be an integer in \[0, 2147483647\]"),
              (2**31, r"seed=2147483648 must be an integer"),
