@@ -35,28 +35,28 @@ def _not_ours(path: str, kind: str) -> UserError:
                      "another --workdir")
 
 
-def refuse_unless_regular(path: str) -> None:
-    """A path the run will write must be absent or a regular file (a link is never followed)."""
+def _mode_of(path: str) -> int | None:
+    """The path's own mode (a link's, not its target's), None when nothing is there."""
     try:
-        mode = os.lstat(path).st_mode
+        return os.lstat(path).st_mode
     except FileNotFoundError:
-        return
+        return None
     except OSError as err:
         raise UserError(f"{path} cannot be examined ({err.strerror or err})") from None
-    if not stat.S_ISREG(mode):
+
+
+def refuse_unless_regular(path: str) -> None:
+    """A path the run will write must be absent or a regular file (a link is never followed)."""
+    mode = _mode_of(path)
+    if mode is not None and not stat.S_ISREG(mode):
         raise _not_ours(path, kind_of(mode))
 
 
 def refuse_link_or_file(path: str) -> None:
     """A directory the run will write into must be absent or a real directory: through a link,
     checkpoints would be written into (and old ones deleted from) someone else's directory."""
-    try:
-        mode = os.lstat(path).st_mode
-    except FileNotFoundError:
-        return
-    except OSError as err:
-        raise UserError(f"{path} cannot be examined ({err.strerror or err})") from None
-    if not stat.S_ISDIR(mode):
+    mode = _mode_of(path)
+    if mode is not None and not stat.S_ISDIR(mode):
         raise UserError(f"{path} is {kind_of(mode) if not stat.S_ISREG(mode) else 'a file'}, "
                         "not a directory this run may write into: remove it or use another "
                         "--workdir")

@@ -23,22 +23,13 @@ from PIL import Image
 from sharesnet_jax import cli, train
 from sharesnet_jax.training.config import base_config
 from sharesnet_jax.training.workdir_lock import WorkdirLock
-from tests.training.test_reliability import SMALL_CLI, _chattr, _cli, small
+from tests.training.test_reliability import (  # noqa: F401 - the fixtures are used by name
+    SMALL_CLI, _chattr, _cli, small, trained, workdir,
+)
 
 VICTIM_TEXT = "another user's file: must survive\n"
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, data_dir):
-    workdir = tmp_path_factory.mktemp("trained3")
-    return workdir, train.train_and_evaluate(small(data_dir), str(workdir))
-
-
-@pytest.fixture
-def workdir(trained, tmp_path):
-    copy = tmp_path / "work"
-    shutil.copytree(trained[0], copy)
-    return copy
 
 
 def _status(run) -> tuple[int, str]:
