@@ -22,6 +22,7 @@ RUNS = [("cifar_sharesnet20", "loop"), ("cifar_sharesnet20", "scan"),
 # A fresh interpreter that loads serving.py as a copied file, not as part of our package.
 RELOAD = """
 import json, sys, importlib.util
+sys.modules["sharesnet_jax"] = None  # absent, as on a serving machine, even where it is installed
 import numpy as np
 spec = importlib.util.spec_from_file_location("serving_copy", sys.argv[1])
 serving = importlib.util.module_from_spec(spec)
@@ -33,7 +34,7 @@ for path in sys.argv[3:]:
     out[path] = {"one": model.logits(images[:1]).tolist(), "odd": model.logits(images).tolist(),
                  "float": model.logits(images.astype(np.float32)).tolist(),
                  "metadata": model.metadata}
-loaded = sorted(name.split(".")[0] for name in sys.modules)
+loaded = sorted(name.split(".")[0] for name, module in sys.modules.items() if module is not None)
 print(json.dumps({"results": out, "flax": "flax" in loaded, "sharesnet_jax": "sharesnet_jax" in
                   loaded, "tensorflow": "tensorflow" in loaded}))
 """
