@@ -885,6 +885,41 @@ MUTATIONS += [
 ]
 
 
+STEP_TESTS = "tests/training/test_gradient_reduce.py"
+BATCH_NORM = "sharesnet_jax/models/batch_norm.py"
+# Issue 19: the once-per-parameter reduce, remat_policy, BatchNorm groups over devices.
+MUTATIONS += [
+    _m("C112", "batch_norm_statistics_per_device", STEPS,
+       "synced = model.clone(norm_axis_name=axis)", "synced = model",
+       (STEP_TESTS, "-k", "reference"),
+       "under shard_map each device normalises with its own shard's statistics"),
+    _m("C124", "gradient_reduced_per_use_on_tpu", STEPS,
+       "value_and_grad = _data_parallel_grads(model, mesh or sharding.make_data_mesh(),",
+       "value_and_grad = (lambda *a: _value_and_grad(model, label_smoothing, *a)) if True "
+       "else _data_parallel_grads(model, mesh,",
+       ("tests/training/test_tpu_plan.py", "-k", "shared_twin_all_reduces"),
+       "the shared twin's saving vanishes on TPU: a shared kernel reduced once per use"),
+    _m("C126", "dropout_key_shared_by_devices", STEPS,
+       "dropout_rng = jax.random.fold_in(dropout_rng, jax.lax.axis_index(axis))",
+       "dropout_rng = dropout_rng", (STEP_TESTS, "-k", "dropout"),
+       "every device draws the same dropout masks for its shard"),
+    _m("C127", "conv_outputs_saves_nothing", LAYERS,
+       "jax.checkpoint_policies.dots_saveable, _saves_collectives),",
+       "jax.checkpoint_policies.nothing_saveable, _saves_collectives),",
+       ("tests/models/test_scan.py", "-k", "recomputes_what_it_says"),
+       "remat_policy='conv_outputs' recomputes the convolutions too"),
+    _m("C128", "legacy_remat_ignored", CONFIG,
+       'return policy if policy is not None else ("full" if legacy else "none")',
+       'return policy if policy is not None else "none"',
+       ("tests/training/test_remat_config.py",),
+       "remat=True no longer rematerialises"),
+    _m("C129", "batch_norm_groups_over_all_devices", BATCH_NORM,
+       "mean, mean_square = jax.lax.pmean(moments, self.axis_name, axis_index_groups=groups)",
+       "mean, mean_square = jax.lax.pmean(moments, self.axis_name)",
+       ("tests/training/test_trainer.py", "-k", "8_devices"),
+       "a BatchNorm group meant to span two devices takes the statistics of all of them"),
+]
+
 # Issue 22's mutations (the last list above) and the claims they break.
 _ROUND3_CLAIMS = {
     "lock_follows_links": "C138", "results_through_fixed_temporary": "C139", "checkpoints_link_followed": "C138",
