@@ -35,24 +35,11 @@ SCANNED_BLOCKS = "scanned_blocks"
 PAD_3X3 = ((1, 1), (1, 1))
 
 
-def check_share(share: str) -> str:
-    if share not in SHARE_MODES:
-        raise ValueError(f"share={share!r} is not one of {', '.join(map(repr, SHARE_MODES))}")
-    return share
-
-
-def check_stage_impl(stage_impl: str) -> str:
-    if stage_impl not in STAGE_IMPLS:
-        raise ValueError(f"stage_impl={stage_impl!r} is not one of "
-                         f"{', '.join(map(repr, STAGE_IMPLS))}")
-    return stage_impl
-
-
-def check_remat_policy(remat_policy: str) -> str:
-    if remat_policy not in REMAT_POLICIES:
-        raise ValueError(f"remat_policy={remat_policy!r} is not one of "
-                         f"{', '.join(map(repr, REMAT_POLICIES))}")
-    return remat_policy
+def check_choice(field: str, value: str, choices: tuple[str, ...]) -> str:
+    """`value` of a module field, or a one-line ValueError naming the accepted ones."""
+    if value not in choices:
+        raise ValueError(f"{field}={value!r} is not one of {', '.join(map(repr, choices))}")
+    return value
 
 
 def _saves_collectives(primitive, *_, **__) -> bool:
@@ -191,8 +178,8 @@ class Stage(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        check_stage_impl(self.stage_impl)
-        check_remat_policy(self.remat_policy)
+        check_choice("stage_impl", self.stage_impl, STAGE_IMPLS)
+        check_choice("remat_policy", self.remat_policy, REMAT_POLICIES)
         in_features = x.shape[-1]
         block_cls = block_class(self.block)
         slots_per_block = []

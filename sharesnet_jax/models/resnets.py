@@ -15,7 +15,8 @@ import jax.numpy as jnp
 
 from sharesnet_jax.models.initialization import FB_RESNET_TORCH, Initialization
 from sharesnet_jax.models.layers import (
-    PAD_3X3, ModuleDef, Stage, check_share, check_stage_impl, logits_head, make_conv, make_norm,
+    PAD_3X3, SHARE_MODES, STAGE_IMPLS, ModuleDef, Stage, check_choice, logits_head, make_conv,
+    make_norm,
 )
 
 
@@ -61,8 +62,8 @@ class ResidualNetwork(nn.Module):
 def _run_stages(net: ResidualNetwork, x: jax.Array, train: bool, *, stage_features, stage_strides,
                 conv: ModuleDef, norm: ModuleDef, block: ModuleDef) -> jax.Array:
     """Called from a family's compact `__call__`, so the stages become its submodules."""
-    check_share(net.share)
-    check_stage_impl(net.stage_impl)
+    check_choice("share", net.share, SHARE_MODES)
+    check_choice("stage_impl", net.stage_impl, STAGE_IMPLS)
     for index, (num_blocks, features, strides) in enumerate(
         zip(net.stage_sizes, stage_features, stage_strides)
     ):
