@@ -7,12 +7,15 @@
 #   pod                   ImageNet ShaResNet-152 vs ResNet-152, global batch 4096 on v5e:16x16,
 #                         each of POD_LAYOUTS (IMPL:REMAT_POLICY; default: scan with each
 #                         policy, loop, loop + full)
+#   gpu:TOPOLOGY          the paper configs (PAPER_CONFIGS) at their batch sizes, bfloat16, loop
+#                         stages, on GPUs (h100:8, a100-40:1; needs the gpu extra)
 #   paper:TOPOLOGY[:IMPL] the paper configs (PAPER_CONFIGS, default all 14) at their paper batch
 #                         sizes (ImageNet 256, CIFAR 128), bfloat16, stage_impl IMPL (default
 #                         scan), on TOPOLOGY
 # EXTRA_FLAGS (e.g. --config.grad_reduce_dtype=bfloat16) go to every run, TAG ends every name.
-# Each run's table (or one-line error) goes to OUTDIR/<name>.txt, its exit code, wall time and
-# libtpu release to OUTDIR/times; benchmarks/aot_plan_table.py turns them into the README's tables.
+# Each run's record goes to OUTDIR/<name>.json (aot --json), its table (or one-line error) to
+# OUTDIR/<name>.txt, its exit code, wall time and libtpu release to OUTDIR/times;
+# benchmarks/aot_plan_table.py turns the records into the README's tables.
 # Another libtpu (e.g. the one a newer jax pins) is planned with, say,
 #   pip install --no-deps --target DIR libtpu==0.0.50.1; PYTHONPATH=DIR benchmarks/aot_plan_runs.sh ...
 set -u
@@ -27,7 +30,8 @@ run() {  # run NAME CONFIG TOPOLOGY [FLAGS...]
   local start=$(date +%s)
   set -- "$@" ${EXTRA_FLAGS:-}
   name+=${TAG:-}
-  timeout "$cap" python -m sharesnet_jax.aot --config="configs/$config" \
+  rm -f "$out/$name.json"
+  timeout "$cap" python -m sharesnet_jax.aot --config="configs/$config" --json="$out/$name.json" \
     --topology="$topology" --noeval --nofit_search "$@" >"$out/$name.txt" 2>&1
   local rc=$?
   echo "$name rc=$rc wall=$(( $(date +%s) - start ))s libtpu=$libtpu :: $config $topology $*" |
@@ -56,6 +60,11 @@ for part in "$@"; do
           run "pod_${model}_$1_$2" imagenet_$model.py v5e:16x16 --config.dtype=bfloat16 \
             --config.batch_size=4096 --config.stage_impl=$1 --config.remat_policy=$2
         done
+      done ;;
+    gpu:*)
+      topology=${part#gpu:}
+      for config in $PAPER_CONFIGS; do
+        run "gpu_${config}_${topology/:/-}" $config.py "$topology" --config.dtype=bfloat16
       done ;;
     paper:*)
       IFS=: read -r _ generation shape impl <<<"$part"

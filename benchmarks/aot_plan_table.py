@@ -1,26 +1,29 @@
-"""The README's "Before you rent a TPU" tables, from the planner outputs that
-`benchmarks/aot_plan_runs.sh OUTDIR PART ...` left in OUTDIR (one `<run>.txt` each, plus `times`).
+"""The README's planner tables ("Before you rent"), from the plans that
+`benchmarks/aot_plan_runs.sh OUTDIR PART ...` left in OUTDIR (one `<run>.json` each, written by
+`python -m sharesnet_jax.aot --json`, plus `times`).
 
     python benchmarks/aot_plan_table.py OUTDIR [OUTDIR ...]
 
-Every figure is read from what `python -m sharesnet_jax.aot` printed for that run; a run that
-did not finish says why (did not fit, compiler crash, stopped at the time limit). Pure Python:
-no JAX needed to read the outputs.
+Every figure is read from the planner's JSON record of that run, never from its printed table;
+a run without a record says why (compiler crash, stopped at the time limit). Pure Python: no JAX
+needed to read the records.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 import sys
 
-GIB, MIB = 2**30, 2**20
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from sharesnet_jax.units import GIB, MIB  # noqa: E402  (units imports nothing)
 
 
 @dataclasses.dataclass
 class Run:
-    """One planner run: what the script asked for and what the planner said."""
+    """One planner run: what the script asked for and the planner's record of it."""
 
     name: str
     returncode: int
@@ -29,8 +32,8 @@ class Run:
     config: str
     topology: str
     flags: str
-    rows: dict[str, str]  # the planner's table, by row label
-    error: str = ""  # its one-line error, when it exited non-zero
+    record: dict  # the planner's JSON (a plan, or a does-not-fit verdict); {} when none
+    error: str = ""  # the last line it printed, when it exited non-zero
 
     def flag(self, field: str, default: str = "") -> str:
         match = re.search(rf"--config\.{field}=(\S+)", self.flags)
@@ -53,71 +56,79 @@ class Run:
         return layout
 
     @property
+    def fits(self) -> bool:
+        return self.returncode == 0 and self.record.get("fits") is True
+
+    @property
     def outcome(self) -> str:
         """'fits', or why there is no plan."""
-        if self.returncode == 0:
+        if self.fits:
             return "fits"
-        if self.returncode == 1 and "needs" in self.error:
-            needed = re.search(r"needs ([0-9.]+ GiB)", self.error)
-            return f"does not fit ({needed.group(1)} needed)" if needed else "does not fit"
+        if self.returncode == 1 and self.record.get("fits") is False:
+            needed = self.record.get("needed_bytes")
+            return f"does not fit ({needed / GIB:.2f} GiB needed)" if needed else "does not fit"
         if self.returncode in (124, 137):
             return f"stopped after {self.wall_seconds} s (compiling)"
         if self.returncode in (139, -11) or "Segmentation fault" in self.error:
             return "libtpu crashed (segmentation fault)"
         return f"exit {self.returncode}: {self.error[:120]}"
 
+    def _train(self, key: str):
+        return self.record.get("train", {}).get(key) if self.fits else None
+
     @property
     def compile_seconds(self) -> str:
-        value = self.rows.get("train: lower / compile", "")
-        match = re.search(r"/\s*([0-9.]+) s$", value)
-        return match.group(1) if match else "-"
+        seconds = self._train("compile_seconds")
+        return "-" if seconds is None else f"{seconds:.1f}"
 
     @property
     def per_chip_batch(self) -> str:
-        match = re.search(r"(\d+) per chip", self.rows.get("batch", ""))
-        return match.group(1) if match else "-"
+        batch = self._train("per_device_batch") or self.record.get("per_device_batch")
+        return "-" if batch is None else str(batch)
 
     @property
     def global_batch(self) -> str:
-        match = re.match(r"(\d+) global", self.rows.get("batch", ""))
-        return match.group(1) if match else "-"
+        batch = self.record.get("global_batch")
+        return "-" if batch is None else str(batch)
 
     @property
     def hbm(self) -> str:
-        total = self.rows.get("total / usable (published)", "")
-        temporaries = self.rows.get("temporaries", "")
-        match = re.match(r"([0-9.]+) GiB / ([0-9.]+) GiB", total)
-        if not match:
+        memory = self._train("memory_bytes")
+        if not memory:
             return "-"
-        return f"{match.group(1)} of {match.group(2)} GiB ({temporaries.split()[0]})"
+        usable = self.record["target"]["usable_bytes"]
+        return (f"{memory['total'] / GIB:.2f} of {usable / GIB:.2f} GiB "
+                f"({memory['temporaries'] / GIB:.2f})")
 
     @property
     def all_reduce(self) -> str:
-        return self.rows.get("all-reduce per chip per step", "-")
+        sent = self.record.get("all_reduce_bytes") if self.fits else None
+        if sent is None:
+            return "-"
+        return ", ".join(f"{b / MIB:.1f} MiB {d}" for d, b in sorted(sent.items())) or "none"
 
     def all_reduce_bytes(self) -> float | None:
-        text = self.rows.get("all-reduce per chip per step")
-        if not text:
-            return None
-        return sum(float(mib) * MIB for mib in re.findall(r"([0-9.]+) MiB", text))
+        sent = self.record.get("all_reduce_bytes") if self.fits else None
+        return None if sent is None else float(sum(sent.values()))
+
+    @property
+    def largest_batch(self) -> str:
+        if self.fits:
+            batch = self.record.get("largest_per_device_batch_estimate")
+        else:
+            batch = self.record.get("suggested_per_device_batch")
+        return "-" if batch is None else str(batch)
 
     @property
     def estimate(self) -> str:
-        """The roofline's images/s per chip and the resource that bounds it. Scanned stages
-        have no HBM term (XLA's cost analysis counts a scan body once), so theirs is a looser
-        bound than the loop's."""
-        value = self.rows.get("roofline step / images/s per chip", "")
-        match = re.match(r"(\S+) ms / ([0-9,]+)", value)
-        if not match:
+        """The roofline's images/s per device and the resource that bounds it. Scanned stages
+        have no HBM term (XLA's cost analysis counts a scan body once; CUDA reports none), so
+        theirs is a looser bound."""
+        estimate = self.record.get("estimate") if self.fits else None
+        if not estimate:
             return "-"
-        terms = {name: self.rows.get(row, "-") for name, row in (
-            ("compute", "compute-bound step"), ("HBM", "HBM-bound step"),
-            ("all-reduce", "all-reduce (ring)"))}
-        seconds = {name: float(text.split()[0]) for name, text in terms.items() if text != "-"}
-        bound = max(seconds, key=seconds.get) if seconds else "?"
-        if terms["HBM"] == "-":
-            bound += ", no HBM term"
-        return f"<= {match.group(2)} ({bound})"
+        bound = estimate["bound_by"] + ("" if estimate["hbm_seconds"] else ", no HBM term")
+        return f"<= {estimate['images_per_second_per_device']:,.0f} ({bound})"
 
 
 _TIMES = re.compile(r"^(\S+) rc=(-?\d+) wall=(\d+)s libtpu=(\S+) :: (\S+)\.py (\S+) ?(.*)$")
@@ -131,18 +142,17 @@ def read_runs(directory: str) -> list[Run]:
             if not match:
                 continue
             name, rc, wall, libtpu, config, topology, flags = match.groups()
-            rows, error = {}, ""
-            path = os.path.join(directory, f"{name}.txt")
-            text = open(path).read() if os.path.exists(path) else ""
+            record_path = os.path.join(directory, f"{name}.json")
+            record = json.load(open(record_path)) if os.path.exists(record_path) else {}
+            text_path = os.path.join(directory, f"{name}.txt")
+            text = open(text_path).read() if os.path.exists(text_path) else ""
+            error = ""
             for row in text.splitlines():
                 if row.startswith("error: "):
                     error = row[len("error: "):]
                 elif "Segmentation fault" in row:
                     error = error or "Segmentation fault"
-                parts = re.split(r"\s{2,}", row.strip(), maxsplit=1)
-                if len(parts) == 2 and not row.startswith(" " * 6):
-                    rows.setdefault(parts[0], parts[1])
-            runs.append(Run(name, int(rc), int(wall), libtpu, config, topology, flags, rows,
+            runs.append(Run(name, int(rc), int(wall), libtpu, config, topology, flags, record,
                             error))
     return runs
 
@@ -256,10 +266,22 @@ def paper_table(runs: list[Run], pinned_libtpu: str) -> str:
     return text + ("\n\n" + "\n".join(savings) if savings else "")
 
 
+def gpu_table(runs: list[Run]) -> str:
+    """One row per (config, GPUs): fits or not, memory per GPU against the usable part, compile
+    seconds, all-reduce bytes per step, the largest power-of-two batch per GPU (an estimate,
+    linear in the batch from this compile) and the roofline bound."""
+    header = ["model", "GPUs", "global batch (per GPU)", "outcome", "GiB per GPU (temporaries)",
+              "compile (s)", "all-reduce / GPU / step", "largest batch per GPU (estimate)",
+              "ESTIMATE img/s/GPU (bound by)"]
+    body = [[r.model, r.topology, f"{r.global_batch} ({r.per_chip_batch})", r.outcome, r.hbm,
+             r.compile_seconds, r.all_reduce, r.largest_batch, r.estimate] for r in runs]
+    return markdown(header, body)
+
+
 def main(directories: list[str]) -> None:
     runs = [run for directory in directories for run in read_runs(directory)]
     pinned = runs[0].libtpu if runs else ""
-    parts: dict[str, list[Run]] = {"depth": [], "pod": [], "paper": []}
+    parts: dict[str, list[Run]] = {"depth": [], "pod": [], "paper": [], "gpu": []}
     for run in runs:
         parts.setdefault(run.name.split("_", 1)[0], []).append(run)
     if parts["depth"]:
@@ -267,6 +289,9 @@ def main(directories: list[str]) -> None:
     if parts["pod"]:
         print("### ImageNet 152-layer twins, global batch 4096 on v5e:16x16\n\n"
               + plan_table(parts["pod"], with_topology=False) + "\n")
+    if parts["gpu"]:
+        print("### Paper configs on GPUs (compiled for the GPU on a CPU machine)\n\n"
+              + gpu_table(parts["gpu"]) + "\n")
     if parts["paper"]:
         print("### Paper configs at their batch sizes (cell: HBM per chip, compile, ESTIMATE "
               "img/s/chip)\n\n" + paper_table(parts["paper"], pinned) + "\n")

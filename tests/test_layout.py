@@ -1,7 +1,8 @@
 """The package's layers and their boundaries, as the README's "Layout" states them.
 
 models/ (JAX/Flax only) <- data/ (the only TensorFlow/TFDS code) <- interop/ (the only torch code)
-<- training/ <- the command-line modules on top. Checked two ways: statically (every import
+<- training/ <- preflight/ (the planner: training never imports it) <- the command-line modules
+on top. Checked two ways: statically (every import
 statement, function-local ones included) and by importing the JAX-only layers with TensorFlow,
 TFDS, clu and torch made unimportable.
 """
@@ -17,7 +18,8 @@ from tests.helpers import ROOT
 
 PACKAGE = ROOT / "sharesnet_jax"
 MODULES = sorted(PACKAGE.rglob("*.py"))
-LAYER_ORDER = ("models", "data", "interop", "training")  # each may import only those before it
+# Each may import only those before it.
+LAYER_ORDER = ("models", "data", "interop", "training", "preflight")
 TENSORFLOW = {"tensorflow", "tensorflow_datasets"}
 
 
@@ -55,9 +57,20 @@ def test_imports_respect_the_layers(path):
     assert not any(name.startswith("jax._src") for name in imports), "private JAX module"
 
 
+def test_preflight_builds_on_training_and_training_never_imports_it():
+    """The planner compiles the trainer's own steps (so it must import training); the trainer's
+    device checks live in training (so training needs nothing of the planner)."""
+    by_layer: dict[str, set[str]] = {}
+    for path in MODULES:
+        by_layer.setdefault(_layer(path), set()).update(_imports(path))
+    assert any(name.startswith("sharesnet_jax.training") for name in by_layer["preflight"])
+    for layer in ("models", "data", "interop", "training"):
+        assert not any(name.startswith("sharesnet_jax.preflight") for name in by_layer[layer]), layer
+
+
 def test_jax_only_layers_import_without_tensorflow_tfds_clu_or_torch():
     modules = [".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
-               for p in MODULES if _layer(p) in ("models", "training")]
+               for p in MODULES if _layer(p) in ("models", "training", "preflight")]
     modules += ["sharesnet_jax.data.info", "sharesnet_jax.data.synthetic"]
     code = f"""
 import sys

@@ -296,7 +296,7 @@ def _warn_of_known_compiler_crash() -> None:
     device = jax.local_devices()[0]
     if device.platform != "tpu":
         return
-    from sharesnet_jax.training.tpu.chips import generation_of, known_compiler_crash
+    from sharesnet_jax.training.device_checks import generation_of, known_compiler_crash
 
     reason = known_compiler_crash(generation_of(device) or "")
     if reason:
@@ -313,7 +313,7 @@ def _checked_for_device_memory(train_step, state: TrainState,
     device = jax.local_devices()[0]
     if device.platform == "cpu":
         return train_step, batches
-    from sharesnet_jax.training.tpu.compile import check_fits_device
+    from sharesnet_jax.training.device_checks import check_fits_device
 
     first = next(batches)
     compiled = train_step.lower(state, first).compile()
