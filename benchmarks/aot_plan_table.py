@@ -82,7 +82,7 @@ class Run:
         return "-" if seconds is None else f"{seconds:.1f}"
 
     @property
-    def per_chip_batch(self) -> str:
+    def per_device_batch(self) -> str:
         batch = self._train("per_device_batch") or self.record.get("per_device_batch")
         return "-" if batch is None else str(batch)
 
@@ -224,7 +224,7 @@ def plan_table(runs: list[Run], *, with_topology: bool) -> str:
     models = list(dict.fromkeys(r.model for r in runs))
     runs = sorted(runs, key=lambda r: (models.index(r.model), r.topology, r.flag(
         "grad_reduce_dtype"), LAYOUT_ORDER.index(r.layout.split(",")[0])))
-    body = [[r.model, *([r.topology] if with_topology else []), r.layout, r.per_chip_batch,
+    body = [[r.model, *([r.topology] if with_topology else []), r.layout, r.per_device_batch,
              r.outcome, r.compile_seconds, r.hbm, r.all_reduce, r.estimate] for r in runs]
     text = markdown(header, body)
     savings = sharing_savings(runs)
@@ -273,7 +273,7 @@ def gpu_table(runs: list[Run]) -> str:
     header = ["model", "GPUs", "global batch (per GPU)", "outcome", "GiB per GPU (temporaries)",
               "compile (s)", "all-reduce / GPU / step", "largest batch per GPU (estimate)",
               "ESTIMATE img/s/GPU (bound by)"]
-    body = [[r.model, r.topology, f"{r.global_batch} ({r.per_chip_batch})", r.outcome, r.hbm,
+    body = [[r.model, r.topology, f"{r.global_batch} ({r.per_device_batch})", r.outcome, r.hbm,
              r.compile_seconds, r.all_reduce, r.largest_batch, r.estimate] for r in runs]
     return markdown(header, body)
 

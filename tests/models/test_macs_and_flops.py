@@ -10,7 +10,7 @@ import pytest
 
 from sharesnet_jax.models import create_model
 from sharesnet_jax.models.stats import forward_macs
-from sharesnet_jax.training.tpu.plan import eval_flops_per_chip, train_flops_per_chip
+from sharesnet_jax.preflight.plan import eval_flops_per_device, train_flops_per_device
 
 
 def _conv(h: int, w: int, kernel: int, cin: int, cout: int) -> int:
@@ -49,5 +49,5 @@ def test_planner_flops_are_three_passes_and_four_with_remat(remat_policy, passes
     model = create_model("cifar_sharesnet20", num_classes=10, remat_policy=remat_policy,
                          stage_impl=stage_impl)
     macs = _preact_resnet20_macs(32, 32)
-    assert train_flops_per_chip(model, (32, 32, 3), 16) == 2 * macs * 16 * passes
-    assert eval_flops_per_chip(model, (32, 32, 3), 5) == 2 * macs * 5
+    assert train_flops_per_device(model, (32, 32, 3), 16) == 2 * macs * 16 * passes
+    assert eval_flops_per_device(model, (32, 32, 3), 5) == 2 * macs * 5

@@ -335,7 +335,7 @@ def test_table_script_reads_the_planners_own_records(twins, tmp_path):
 
     plain, shared = twins["cifar_resnet20"], twins["cifar_sharesnet20"]
     row = runs["pod_cifar_resnet20"]
-    assert row.outcome == "fits" and row.per_chip_batch == "16" and row.global_batch == "64"
+    assert row.outcome == "fits" and row.per_device_batch == "16" and row.global_batch == "64"
     terms = {"compute": plain.estimate.compute_seconds, "HBM": plain.estimate.hbm_seconds or 0,
              "all-reduce": plain.estimate.all_reduce_seconds}
     bound = max(terms, key=terms.get) + ("" if plain.estimate.hbm_seconds else ", no HBM term")

@@ -19,7 +19,7 @@ import optax  # noqa: E402
 from sharesnet_jax.models import create_model  # noqa: E402
 from sharesnet_jax.models.stats import count_params  # noqa: E402
 from sharesnet_jax.training import sharding, steps  # noqa: E402
-from sharesnet_jax.training.tpu.hlo import _ARRAY, _ALL_REDUCE, all_reduce_bytes  # noqa: E402
+from sharesnet_jax.preflight.hlo import _ARRAY, _ALL_REDUCE, all_reduce_bytes  # noqa: E402
 
 MEAN, STD = (127.0, 127.0, 127.0), (64.0, 64.0, 64.0)
 IMAGE = (8, 8, 3)

@@ -534,7 +534,7 @@ def test_the_filesystem_root_is_no_workdir(capsys, root):
 
 
 def test_planner_reads_petabyte_figures():
-    from sharesnet_jax.training.tpu.hlo import parse_out_of_memory
+    from sharesnet_jax.preflight.hlo import parse_out_of_memory
 
     assert parse_out_of_memory("Ran out of memory in memory space hbm. Used 1.53P of 15.75G "
                                "hbm.") == (int(1.53 * 2**50), int(15.75 * 2**30))
