@@ -54,11 +54,6 @@ _JSON = flags.DEFINE_string("json", None, "Also write the plan (or the does-not-
                             "JSON to this file; '-' for stdout (the table then goes to stderr).")
 flags.mark_flags_as_required(["config", "topology"])
 
-# XLA's effort level O0 (jax's EffortLevel/CompilerEffortLevel value 9): an option both jax 0.10
-# and 0.12 accept (0.12 removed `exec_time_optimization_effort`).
-FAST_COMPILE_OPTIONS = {"optimization_level": 9}
-
-
 def _versions() -> dict:
     import importlib.metadata as metadata
 
@@ -93,8 +88,8 @@ def main(argv: list[str]) -> int:
     try:
         result = preflight.plan(config, _TOPOLOGY.value, include_eval=_EVAL.value,
                                 search_fit=_FIT_SEARCH.value,
-                                compiler_options=FAST_COMPILE_OPTIONS if _FAST_COMPILE.value
-                                else None)
+                                compiler_options=preflight.FAST_COMPILE_OPTIONS
+                                if _FAST_COMPILE.value else None)
     except preflight.DoesNotFit as verdict:
         if _JSON.value:
             _write_json(preflight.verdict_record(verdict, _TOPOLOGY.value, config, context))

@@ -15,12 +15,13 @@ device it runs on live in `training.device_checks`.
 """
 
 from sharesnet_jax.preflight.accelerators import Accelerator, Cluster, DoesNotFit, PlanError
+from sharesnet_jax.preflight.compile import FAST_COMPILE_OPTIONS
 from sharesnet_jax.preflight.gpu import GPUS
 from sharesnet_jax.preflight.hlo import all_reduce_bytes, parse_out_of_memory
 from sharesnet_jax.preflight.plan import Plan, plan
 from sharesnet_jax.preflight.report import format_plan, plan_record, verdict_record
 from sharesnet_jax.preflight.tpu import CHIPS, refuse_known_compiler_crash, require_libtpu
 
-__all__ = ["CHIPS", "GPUS", "Accelerator", "Cluster", "DoesNotFit", "Plan", "PlanError",
-           "all_reduce_bytes", "format_plan", "parse_out_of_memory", "plan", "plan_record",
-           "refuse_known_compiler_crash", "require_libtpu", "verdict_record"]
+__all__ = ["CHIPS", "FAST_COMPILE_OPTIONS", "GPUS", "Accelerator", "Cluster", "DoesNotFit",
+           "Plan", "PlanError", "all_reduce_bytes", "format_plan", "parse_out_of_memory", "plan",
+           "plan_record", "refuse_known_compiler_crash", "require_libtpu", "verdict_record"]

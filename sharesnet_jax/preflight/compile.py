@@ -14,6 +14,12 @@ from sharesnet_jax.preflight.hlo import OutOfMemory, parse_out_of_memory
 from sharesnet_jax.training.device_checks import Memory
 
 
+# XLA's effort level O0 (jax's EffortLevel / CompilerEffortLevel value 9), for `aot
+# --fast_compile`: an option jax 0.10 and 0.12 both accept (0.12 removed
+# `exec_time_optimization_effort`).
+FAST_COMPILE_OPTIONS = {"optimization_level": 9}
+
+
 @dataclasses.dataclass(frozen=True)
 class Compiled:
     executable: Any

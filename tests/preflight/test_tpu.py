@@ -19,7 +19,9 @@ from sharesnet_jax.errors import UserError
 from sharesnet_jax.models import create_model
 from sharesnet_jax.models.stats import abstract_variables, count_params
 from sharesnet_jax import preflight as tpu_plan
-from sharesnet_jax.aot import FAST_COMPILE_OPTIONS as FAST
+# Not from sharesnet_jax.aot: importing the CLI sets its environment (TPU_WORKER_HOSTNAMES)
+# in this test process, which every later subprocess would inherit.
+from sharesnet_jax.preflight import FAST_COMPILE_OPTIONS as FAST
 from sharesnet_jax.training import device_checks
 from sharesnet_jax.training.recipes import cifar_recipe, imagenet_recipe
 from tests.helpers import ROOT
