@@ -1030,6 +1030,12 @@ MUTATIONS += [
        "if config.eval_only:", "if False:",
        ("tests/training/test_multihost.py", "-k", "sigterm_to_one_process"),
        "eval_only=True trains the checkpoint on to the end instead of evaluating it"),
+    _m("C39", "eval_only_evaluates_a_fresh_model", TRAINER,
+       "final = run_eval(step)",
+       "final = evaluate(eval_step, create_replicated_state(model, tx, config.seed, "
+       "info.image_shape, mesh), eval_batches(config, info, mesh, plan))",
+       ("tests/training/test_multihost.py", "-k", "sigterm_to_one_process"),
+       "eval_only=True restores the checkpoint but evaluates a freshly initialised model"),
     _m("C65", "resume_resets_the_optimizer_state", TRAINER,
        "state = restored[1]", "state = restored[1].replace(opt_state=state.opt_state)",
        ("tests/training/test_fault_tolerance.py", "-k", "killed_anywhere"),
