@@ -180,6 +180,17 @@ def test_sigterm_to_one_process_stops_both_at_one_step_and_eval_counts_each_exam
     assert single["eval_accuracy"] == results["eval_accuracy"]
     assert single["eval_top5_accuracy"] == results["eval_top5_accuracy"]
     np.testing.assert_allclose(single["eval_loss"], results["eval_loss"], rtol=1e-5)
+    # Both evaluations above are eval_only ones: they would agree on any model. The state that
+    # checkpoint holds, as a run with nothing left to train evaluates it, pins which one.
+    finished = tmp_path / "finished"
+    shutil.copytree(two / "checkpoints", finished / "checkpoints")
+    done = train.train_and_evaluate(
+        tiny_config(**dict(fields, eval_only=False, num_train_steps=int(stopped[0][0]))),
+        str(finished))
+    assert (done["step"], done["steps_run"]) == (int(stopped[0][0]), 0)
+    assert done["params_fingerprint"] == results["params_fingerprint"]
+    assert single["eval_accuracy"] == done["eval_accuracy"]
+    np.testing.assert_allclose(single["eval_loss"], done["eval_loss"], rtol=1e-6)
 
 
 def test_the_trainer_reads_this_processs_share_from_the_resume_step(monkeypatch):
