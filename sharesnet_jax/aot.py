@@ -18,7 +18,10 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# XLA's C++ log, fatal lines only: compiling for absent devices, at batches that may not fit on
+# purpose, makes jax 0.12's GPU scheduler log errors about its own memory limits
+# ("gpu_hlo_schedule.cc ... exceeds the base limit"), which would bury the one-line verdict.
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
 # Compile for TPU or GPU; never look for local ones (the CUDA plugin would fail at cuInit).
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # On a machine without TPUs libtpu asks the (absent) Cloud metadata for these and logs two

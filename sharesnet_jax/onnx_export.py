@@ -4,6 +4,7 @@ file is written. Needs the `onnx` extra (`pip install -e ".[onnx]"`)."""
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import io
 import json
 import logging
@@ -77,10 +78,8 @@ def write_onnx(path: str, logits: Callable[[jax.Array], jax.Array],
         serialized = to_onnx(logits, image_shape, metadata)
         difference = max_difference(serialized, logits, image_shape)
     except Exception as err:  # noqa: BLE001 - a converter or runtime failure, in one line
-        import jax2onnx
-
         first = (str(err).strip().splitlines() or [""])[0][:240]
-        raise UserError(f"jax2onnx {getattr(jax2onnx, '__version__', '?')} cannot convert "
+        raise UserError(f"jax2onnx {importlib.metadata.version('jax2onnx')} cannot convert "
                         f"{metadata['model']} into an ONNX graph that onnxruntime runs "
                         f"({type(err).__name__}: {first}); {path} not written") from None
     if not difference <= TOLERANCE:

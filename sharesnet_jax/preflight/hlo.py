@@ -38,7 +38,10 @@ def parse_out_of_memory(message: str) -> tuple[int | None, int | None]:
 _DTYPE_BYTES = {"pred": 1, "s4": 0.5, "u4": 0.5, "s8": 1, "u8": 1, "f8e4m3fn": 1, "f8e5m2": 1,
                 "s16": 2, "u16": 2, "f16": 2, "bf16": 2, "s32": 4, "u32": 4, "f32": 4,
                 "s64": 8, "u64": 8, "f64": 8, "c64": 8, "c128": 16}
-_ALL_REDUCE = re.compile(r"=\s*(.*?)\s+all-reduce(?:-start)?\(")
+# A synchronous all-reduce, or the `-done` half of an async one: its result is what was reduced.
+# (The `-start` half's result may also hold its operands: jax 0.12's CUDA compiler prints
+# `((f32[N]), f32[N]) all-reduce-start(...)`, which counted twice.)
+_ALL_REDUCE = re.compile(r"=\s*(.*?)\s+all-reduce(?:-done)?\(")
 _ARRAY = re.compile(r"\b(" + "|".join(_DTYPE_BYTES) + r")\[([0-9,]*)\]")
 
 
@@ -85,7 +88,7 @@ def _direct_all_reduce_bytes(lines: list[str]) -> dict[str, int]:
 
 def all_reduce_bytes(hlo_text: str) -> dict[str, int]:
     """{element type: bytes} summed over every all-reduce of the optimized HLO (`all-reduce` or
-    the async `all-reduce-start`; a combined all-reduce's tuple result counts each operand).
+    the async pair's `all-reduce-done`; a combined all-reduce's tuple result counts each operand).
     These are the bytes each chip contributes per step: gradients, plus BatchNorm's batch
     statistics and the metrics, which are small.
 
