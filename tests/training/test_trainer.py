@@ -138,10 +138,7 @@ def run(devices):
 one, eight = run(jax.devices()[:1]), run(jax.devices())
 diffs = jax.tree.leaves(jax.tree.map(lambda a, b: float(np.max(np.abs(a - b))), one, eight))
 print("max abs diff 1 vs 8 devices:", max(diffs))
-# atol: jax 0.12 reorders the float32 reductions of groups of 4 images enough to move one
-# element of a BatchNorm leaf by 1.2e-5 after two steps (jax 0.10: below 1e-5); a wrong
-# grouping moves them by 1e-3 and more.
-jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=5e-5), one, eight)
+jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), one, eight)
 print("OK")
 """
 
