@@ -40,7 +40,8 @@ import sys  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from sharesnet_jax import cli  # noqa: E402
+from sharesnet_jax import cli, safe_files  # noqa: E402
+from sharesnet_jax.errors import UserError  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.",
                                           lock_config=True)
@@ -69,13 +70,26 @@ def _versions() -> dict:
     return {"versions": found}
 
 
+def _check_json_path() -> None:
+    """Before any compile: --json names a file we may write (absent or regular, never through a
+    link) in a directory that exists."""
+    if _JSON.value in (None, "-"):
+        return
+    directory = os.path.dirname(_JSON.value) or "."
+    if not os.path.isdir(directory):
+        raise UserError(f"--json={_JSON.value}: the directory {directory} does not exist")
+    safe_files.refuse_unless_regular(_JSON.value)
+
+
 def _write_json(record: dict) -> None:
     text = json.dumps(record, indent=1, sort_keys=True)
     if _JSON.value == "-":
         print(text)
         return
-    with open(_JSON.value, "w") as out:
-        out.write(text + "\n")
+    try:
+        safe_files.write_atomically(_JSON.value, text + "\n")
+    except OSError as err:
+        raise UserError(f"cannot write --json={_JSON.value} ({err.strerror or err})") from None
 
 
 @cli.one_line_errors
@@ -87,6 +101,7 @@ def main(argv: list[str]) -> int:
 
     config = cli.load_config(_CONFIG)
     validation.check_config(config)
+    _check_json_path()
     context = _versions()
     try:
         result = preflight.plan(config, _TOPOLOGY.value, include_eval=_EVAL.value,

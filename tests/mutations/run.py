@@ -1112,6 +1112,14 @@ MUTATIONS += [
        "from sharesnet_jax.preflight.tpu import check_fits_device  # noqa",
        ("tests/test_layout.py", "-k", "preflight_builds_on_training"),
        "training reaches into the planner layer"),
+    _m("C157", "json_link_checked_only_after_the_compile", "sharesnet_jax/aot.py",
+       "safe_files.refuse_unless_regular(_JSON.value)", "pass",
+       ("tests/preflight/test_tpu.py", "-k", "json_through_a_link"),
+       "a --json link is found only after minutes of compiling"),
+    _m("C157", "json_directory_unchecked", "sharesnet_jax/aot.py",
+       "if not os.path.isdir(directory):", "if False:",
+       ("tests/preflight/test_tpu.py", "-k", "json_through_a_link"),
+       "a --json path in a missing directory fails only after the compile"),
 ]
 
 # Issue 22's mutations (the last list above) and the claims they break.

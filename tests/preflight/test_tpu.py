@@ -164,6 +164,24 @@ def test_unknown_topology_is_one_line():
     assert "v4, v5e, v5p, v6e" in lines[0] and "--topology=v5e:2x4" in lines[0]
 
 
+def test_json_through_a_link_is_refused_before_compiling(tmp_path):
+    """A --json path that is a planted link is one line, before the (minutes-long) compile, and
+    the link's target is left as it was."""
+    target = tmp_path / "someone_elses.txt"
+    target.write_text("keep me\n")
+    (tmp_path / "plan.json").symlink_to(target)
+    result = cli("--config=configs/default.py", "--topology=v5e:2x2",
+                 f"--json={tmp_path / 'plan.json'}")
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and "Traceback" not in result.stderr, \
+        result.stderr[-2000:]
+    assert "plan.json is a symbolic link" in lines[0] and target.read_text() == "keep me\n"
+    assert result.stdout == ""  # refused before planning: no table was printed
+    missing = cli("--config=configs/default.py", "--topology=v5e:2x2",
+                  f"--json={tmp_path / 'absent' / 'plan.json'}")
+    assert missing.returncode == 2 and "the directory" in missing.stderr.strip().splitlines()[-1]
+
+
 def test_parse_out_of_memory():
     assert tpu_plan.parse_out_of_memory(
         "RESOURCE_EXHAUSTED: Ran out of memory on HBM ... (23.97G) exceeds available HBM "
