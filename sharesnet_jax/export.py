@@ -21,7 +21,7 @@ import jax.numpy as jnp
 from jax import export
 
 from sharesnet_jax import cli, serving
-from sharesnet_jax.errors import UserError
+from sharesnet_jax.errors import UserError, check_one_of
 
 # jax.export's lowering platforms; any of them compiles on a CPU-only machine.
 PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
@@ -33,9 +33,7 @@ def parse_platforms(text: str | None) -> tuple[str, ...]:
         return (jax.default_backend(),)
     names = tuple(name.strip() for name in text.split(",") if name.strip())
     for name in names:
-        if name not in PLATFORMS:
-            raise UserError(f"--platforms: {name!r} is not one of "
-                            f"{', '.join(map(repr, PLATFORMS))}")
+        check_one_of("--platforms", name, PLATFORMS, UserError)
     if not names or len(set(names)) != len(names):
         raise UserError(f"--platforms={text!r}: give each platform once, e.g. cpu,cuda,tpu")
     return names

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-MIB = 2**20
-GIB = 2**30
+# Binary prefixes as XLA's memory reports write them ("1.50G" is 1.5 * 2**30 bytes).
+BINARY_PREFIXES = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40, "P": 2**50, "E": 2**60}
+MIB = BINARY_PREFIXES["M"]
+GIB = BINARY_PREFIXES["G"]
 
 
 def gib(nbytes: float | None) -> str:

@@ -24,6 +24,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # Before TF's import, to sil
 import tensorflow as tf  # noqa: E402
 
 from sharesnet_jax.data.info import AUGMENT_STYLES  # noqa: E402
+from sharesnet_jax.errors import not_one_of  # noqa: E402
 
 CIFAR_PADDING = 4
 IMAGENET_EVAL_RESIZE_RATIO = 256 / 224
@@ -45,7 +46,7 @@ LIGHTING_EIGVEC = ((-0.5675, 0.7192, 0.4009),
 
 def _check_style(augment: str) -> None:
     if augment not in AUGMENT_STYLES:
-        raise ValueError(f'augment={augment!r} is not one of {", ".join(map(repr, AUGMENT_STYLES))}')
+        raise ValueError(not_one_of("augment", augment, AUGMENT_STYLES))
 
 
 def train_image(image: tf.Tensor, key: tf.Tensor, *, augment: str,

@@ -11,7 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from sharesnet_jax.data.info import DatasetInfo
-from sharesnet_jax.errors import UserError
+from sharesnet_jax.errors import UserError, first_line
 
 
 @contextlib.contextmanager
@@ -21,7 +21,7 @@ def readable_files(name: str, data_dir: str | None):
         yield
     except (tf.errors.DataLossError, tf.errors.InvalidArgumentError, tf.errors.NotFoundError,
             tf.errors.UnknownError) as err:
-        message = (err.message or str(err)).strip().splitlines()[0][:200]
+        message = first_line(err)
         raise UserError(f"the files of dataset {name!r} (data_dir {data_dir or 'default'}) cannot "
                         f"be read ({type(err).__name__}: {message}): they are truncated or "
                         "corrupt; delete its prepared folder and prepare it again") from None

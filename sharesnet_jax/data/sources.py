@@ -21,6 +21,7 @@ import tensorflow_datasets as tfds  # noqa: E402
 
 from sharesnet_jax.data import digits, hide_accelerators_from_tensorflow  # noqa: E402
 from sharesnet_jax.data.info import AUGMENT_STYLES  # noqa: E402
+from sharesnet_jax.errors import first_line  # noqa: E402
 
 hide_accelerators_from_tensorflow()
 
@@ -306,6 +307,3 @@ def _manual_note(source: Source) -> str:
     )
 
 
-def first_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else type(error).__name__

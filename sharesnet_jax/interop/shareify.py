@@ -19,7 +19,8 @@ from sharesnet_jax.interop.trees import (
     Path, check_fit, flatten, label, params_first, shape_of, unflatten,
 )
 from sharesnet_jax.models import create_model
-from sharesnet_jax.models.layers import SHARE_MODES, check_choice
+from sharesnet_jax.errors import check_one_of
+from sharesnet_jax.models.layers import SHARE_MODES
 from sharesnet_jax.models.stats import abstract_variables, count_params
 
 
@@ -127,7 +128,7 @@ def shareify(variables: Mapping[str, Any], model_name: str, share: str = "paper"
     stage layout too: stacked kernels of scanned stages are averaged with the rest), and
     num_classes is read from the head. Fine-tune afterwards unless the report's distances are ~0.
     """
-    check_choice("share", share, SHARE_MODES)
+    check_one_of("share", share, SHARE_MODES)
     flat = flatten(variables)
     head = flat.get(("params", "head", "kernel"))
     num_classes = model_overrides.pop("num_classes", None)

@@ -11,6 +11,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from sharesnet_jax.errors import check_one_of
 from sharesnet_jax.models.batch_norm import GroupBatchNorm
 from sharesnet_jax.models.initialization import FB_RESNET_TORCH, Initialization
 
@@ -33,13 +34,6 @@ SCANNED_BLOCKS = "scanned_blocks"
 
 # Explicit symmetric padding (not 'SAME') so strided convs and pools line up with torchvision's.
 PAD_3X3 = ((1, 1), (1, 1))
-
-
-def check_choice(field: str, value: str, choices: tuple[str, ...]) -> str:
-    """`value` of a module field, or a one-line ValueError naming the accepted ones."""
-    if value not in choices:
-        raise ValueError(f"{field}={value!r} is not one of {', '.join(map(repr, choices))}")
-    return value
 
 
 def _saves_collectives(primitive, *_, **__) -> bool:
@@ -178,8 +172,8 @@ class Stage(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        check_choice("stage_impl", self.stage_impl, STAGE_IMPLS)
-        check_choice("remat_policy", self.remat_policy, REMAT_POLICIES)
+        check_one_of("stage_impl", self.stage_impl, STAGE_IMPLS)
+        check_one_of("remat_policy", self.remat_policy, REMAT_POLICIES)
         in_features = x.shape[-1]
         block_cls = block_class(self.block)
         slots_per_block = []

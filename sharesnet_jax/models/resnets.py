@@ -13,9 +13,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from sharesnet_jax.errors import check_one_of
 from sharesnet_jax.models.initialization import FB_RESNET_TORCH, Initialization
 from sharesnet_jax.models.layers import (
-    PAD_3X3, SHARE_MODES, STAGE_IMPLS, ModuleDef, Stage, check_choice, logits_head, make_conv,
+    PAD_3X3, SHARE_MODES, STAGE_IMPLS, ModuleDef, Stage, logits_head, make_conv,
     make_norm,
 )
 
@@ -62,8 +63,8 @@ class ResidualNetwork(nn.Module):
 def _run_stages(net: ResidualNetwork, x: jax.Array, train: bool, *, stage_features, stage_strides,
                 conv: ModuleDef, norm: ModuleDef, block: ModuleDef) -> jax.Array:
     """Called from a family's compact `__call__`, so the stages become its submodules."""
-    check_choice("share", net.share, SHARE_MODES)
-    check_choice("stage_impl", net.stage_impl, STAGE_IMPLS)
+    check_one_of("share", net.share, SHARE_MODES)
+    check_one_of("stage_impl", net.stage_impl, STAGE_IMPLS)
     for index, (num_blocks, features, strides) in enumerate(
         zip(net.stage_sizes, stage_features, stage_strides)
     ):

@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sharesnet_jax.errors import not_one_of
 from sharesnet_jax.models.layers import SCANNED_BLOCKS
 
 LAYOUTS = ("loop", "scan")
@@ -47,7 +48,7 @@ def convert_stage_layout(tree: Any, to: str) -> Any:
     copies; a sharded jax array comes back replicated on its default placement).
     """
     if to not in LAYOUTS:
-        raise ValueError(f"to={to!r} is not one of {', '.join(map(repr, LAYOUTS))}")
+        raise ValueError(not_one_of("to", to, LAYOUTS))
     convert_stage = _stage_to_scan if to == "scan" else _stage_to_loop
 
     def convert_model_dict(node: Any) -> Any:

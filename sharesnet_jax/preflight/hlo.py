@@ -6,6 +6,9 @@ from __future__ import annotations
 import math
 import re
 
+from sharesnet_jax.units import BINARY_PREFIXES
+
+
 class OutOfMemory(Exception):
     """XLA's RESOURCE_EXHAUSTED at compile time, with the figures it gave (bytes, or None)."""
 
@@ -16,11 +19,10 @@ class OutOfMemory(Exception):
 
 # An absurd batch needs petabytes: XLA then prints 'P' (or 'E'), which must parse too.
 _SIZE = r"([0-9.]+)\s*([KMGTPE]?)i?B?"
-_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40, "P": 2**50, "E": 2**60}
 
 
 def _bytes(number: str, unit: str) -> int:
-    return int(float(number) * _UNITS[unit])
+    return int(float(number) * BINARY_PREFIXES[unit])
 
 
 def parse_out_of_memory(message: str) -> tuple[int | None, int | None]:

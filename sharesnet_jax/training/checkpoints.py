@@ -17,7 +17,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from sharesnet_jax.errors import UserError
+from sharesnet_jax.errors import UserError, first_line
 from sharesnet_jax.models import to_loop_layout
 from sharesnet_jax.training.config import base_config
 
@@ -130,7 +130,7 @@ class Checkpoints:
                 raise
             except Exception as err:  # noqa: BLE001 - any unreadable checkpoint is skipped
                 restored = None
-                reason = f"{type(err).__name__}: {str(err).strip().splitlines()[0][:200]}"
+                reason = f"{type(err).__name__}: {first_line(err)}"
             if _on_every_process(reason is None):
                 return step, restored
             self._set_aside(step, reason or "unreadable on another process")

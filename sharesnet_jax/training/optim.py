@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import optax
 
-from sharesnet_jax.errors import UserError
+from sharesnet_jax.errors import UserError, not_one_of
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("steps", "cosine", "constant")
@@ -32,7 +32,7 @@ def learning_rate_schedule(config, steps_per_epoch: int, total_steps: int) -> op
     elif name == "constant":
         main = optax.constant_schedule(peak)
     else:
-        raise UserError(f"schedule={name!r} is not one of {', '.join(map(repr, SCHEDULES))}")
+        raise UserError(not_one_of("schedule", name, SCHEDULES))
     if warmup_steps <= 0:
         return main
     warmup = optax.linear_schedule(0.0, peak, warmup_steps)
@@ -50,4 +50,4 @@ def create_optimizer(config, schedule: optax.Schedule) -> optax.GradientTransfor
         )
     if name == "adamw":
         return optax.adamw(schedule, weight_decay=config.weight_decay)
-    raise UserError(f"optimizer={name!r} is not one of {', '.join(map(repr, OPTIMIZERS))}")
+    raise UserError(not_one_of("optimizer", name, OPTIMIZERS))

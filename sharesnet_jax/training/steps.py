@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh, PartitionSpec
 
+from sharesnet_jax.errors import check_one_of
 from sharesnet_jax.training import sharding
 
 Batch = dict[str, jax.Array]
@@ -80,9 +81,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
     With `skip_nonfinite`, a step whose loss, gradients or new state are not finite leaves the
     state as it was (the step counter still advances); `nonfinite=1` reports it either way.
     """
-    if grad_reduce_dtype not in GRAD_REDUCE_DTYPES:
-        raise ValueError(f"grad_reduce_dtype={grad_reduce_dtype!r} is not one of "
-                         f"{', '.join(map(repr, GRAD_REDUCE_DTYPES))}")
+    check_one_of("grad_reduce_dtype", grad_reduce_dtype, GRAD_REDUCE_DTYPES)
     value_and_grad = _data_parallel_grads(model, mesh or sharding.make_data_mesh(),
                                           label_smoothing, GRAD_REDUCE_DTYPES[grad_reduce_dtype])
 

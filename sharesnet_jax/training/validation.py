@@ -14,7 +14,7 @@ import jax
 from sharesnet_jax import safe_files
 from sharesnet_jax.data import synthetic
 from sharesnet_jax.data.info import AUGMENT_CHOICES
-from sharesnet_jax.errors import UserError
+from sharesnet_jax.errors import UserError, not_one_of
 from sharesnet_jax.models import (
     REMAT_POLICIES, SHARE_MODES, STAGE_IMPLS, list_models, model_spec,
 )
@@ -23,18 +23,14 @@ from sharesnet_jax.training.config import DTYPES, base_config, remat_policy
 from sharesnet_jax.training.steps import GRAD_REDUCE_DTYPES
 
 
-def _choices(values) -> str:
-    return ", ".join(map(repr, values))
-
-
 def _one_of(config, field: str, accepted, allow_none: bool = False) -> None:
     value = config[field]
     if value is None and allow_none:
         return
     if value not in accepted:
         close = difflib.get_close_matches(str(value), list(map(str, accepted)), n=3, cutoff=0.5)
-        hint = f" (did you mean {_choices(close)}?)" if close else ""
-        raise UserError(f"{field}={value!r} is not one of {_choices(accepted)}{hint}")
+        hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
+        raise UserError(not_one_of(field, value, accepted) + hint)
 
 
 def check_fields(config) -> None:
