@@ -1,6 +1,8 @@
 """What the benchmark scripts share: the train step exactly as the trainer builds it (a real
 config of the schema, `run_setup.build_run`), step timing, one measurement per fresh worker
-process under a time limit, and markdown tables.
+process under a time limit. The figures come from the package's own code: the FLOPs from the
+planner's rule (`preflight.plan.train_flops_per_device`), the memory from the trainer's
+`device_checks.Memory`, byte units from `units`, tables from the params table's writer.
 
 Imports jax, flax, optax, numpy, ml_collections (pure Python: on a machine without it, install
 its wheel with --no-deps) and the TF-free modules of sharesnet_jax, never tensorflow,
@@ -38,18 +40,18 @@ import jax  # noqa: E402
 from sharesnet_jax.data import synthetic  # noqa: E402
 from sharesnet_jax.models import model_spec  # noqa: E402
 from sharesnet_jax.models.stats import count_params, forward_macs  # noqa: E402
+from sharesnet_jax.params import _table as params_table  # noqa: E402 - the one table writer
+from sharesnet_jax.preflight.plan import train_flops_per_device  # noqa: E402
 from sharesnet_jax.training import recipes, sharding  # noqa: E402
 from sharesnet_jax.training.config import DTYPES  # noqa: E402,F401 - the CLIs' dtype choices
+from sharesnet_jax.training.device_checks import Memory  # noqa: E402
 from sharesnet_jax.training.run_setup import build_run  # noqa: E402
 from sharesnet_jax.training.steps import TrainState, create_replicated_state  # noqa: E402
+from sharesnet_jax.units import GIB, MIB  # noqa: E402,F401 - the scripts' byte units
 
 COMMON_PY = os.path.abspath(__file__)
 RESULT_PREFIX = "BENCH_RESULT "
 PHASE_PREFIX = "BENCH_PHASE "
-MIB = 2**20
-GIB = 2**30
-# Training FLOPs per image ~ 3 x forward (backward = 2 x forward), 2 FLOPs per multiply-add.
-TRAIN_FLOPS_PER_MAC = 6
 
 
 # ---------------------------------------------------------------------------------------------
@@ -206,6 +208,7 @@ def measure(spec: dict) -> dict:
     image_shape = (spec["image_size"], spec["image_size"], 3)
     _phase("counting MACs")
     macs = spec.get("macs") or forward_macs(bench.model, image_shape)
+    train_flops = train_flops_per_device(bench.model, image_shape, 1)  # per image, the planner's
     params = count_params(bench.state.params)
 
     _phase("lowering")
@@ -215,7 +218,7 @@ def measure(spec: dict) -> dict:
     _phase("compile")
     compiled = lowered.compile()
     compiled_at = time.perf_counter()
-    memory = compiled.memory_analysis()
+    memory = Memory.of(compiled)
 
     _phase("steps")
     state, seconds = time_steps(compiled, bench.state, bench.batch, warmup=spec["warmup"],
@@ -223,14 +226,12 @@ def measure(spec: dict) -> dict:
     step_s = statistics.median(seconds)
     device_stats = jax.local_devices()[0].memory_stats() or {}
     result = {
-        "env": env, "params": params, "macs": macs,
+        "env": env, "params": params, "macs": macs, "train_flops_per_image": train_flops,
         "lower_s": lowered_at - start, "compile_s": compiled_at - lowered_at,
         "step_s": step_s, "step_s_all": seconds,
         "images_per_s": spec["batch"] / step_s,
-        "temp_bytes": getattr(memory, "temp_size_in_bytes", None) if memory else None,
-        "argument_bytes": getattr(memory, "argument_size_in_bytes", None) if memory else None,
-        "output_bytes": getattr(memory, "output_size_in_bytes", None) if memory else None,
-        "alias_bytes": getattr(memory, "alias_size_in_bytes", None) if memory else None,
+        "temp_bytes": memory.temporaries, "argument_bytes": memory.arguments,
+        "output_bytes": memory.outputs, "alias_bytes": memory.aliased,
         "peak_bytes": device_stats.get("peak_bytes_in_use"),
     }
     del state
@@ -327,8 +328,10 @@ def first_env(results: Iterable[tuple[dict, dict]]) -> dict | None:
 
 
 def train_tflops(result: dict) -> float:
-    """Model FLOP/s of training (6 x forward MACs per image), in TFLOP/s."""
-    return result["images_per_s"] * TRAIN_FLOPS_PER_MAC * result["macs"] / 1e12
+    """FLOP/s of training in TFLOP/s, by the planner's count: 2 FLOPs per forward multiply-add
+    times the step's convolution passes (3; 4 with remat_policy='full', which runs the forward
+    twice), so a rematerialised step is credited with the forward it recomputes."""
+    return result["images_per_s"] * result["train_flops_per_image"] / 1e12
 
 
 def mfu(result: dict, peak_tflops: float | None) -> float | None:
@@ -349,14 +352,9 @@ def fmt_bytes(value, unit: int = MIB) -> str:
 
 
 def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    rows = [[str(cell) for cell in row] for row in rows]
-    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+    """The params table's writer (`python -m sharesnet_jax.params`), given any cells."""
+    return params_table(list(headers), [[str(cell) for cell in row] for row in rows])
 
-    def line(cells):
-        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
-
-    return "\n".join([line(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|",
-                      *map(line, rows)])
 
 
 if __name__ == "__main__":

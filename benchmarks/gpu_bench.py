@@ -14,7 +14,7 @@ donation, SGD + Nesterov from `optim`, synthetic uint8 batches already on the de
    128 at 32x32: compile time and step time against depth.
 
 and prints ONE markdown table: compile time (lower + compile of the step), median step time over
-timed steps after warm-up, images/s, the model FLOP/s (6 x forward multiply-adds per image) and
+timed steps after warm-up, images/s, the model FLOP/s (the planner's count: 6 x forward multiply-adds per image, no remat) and
 the MFU they imply at `--peak-tflops` per device (default 989: H100/H200 SXM dense bf16), XLA's
 temp allocation of the compiled step and the device's peak memory in use.
 

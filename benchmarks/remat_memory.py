@@ -34,8 +34,7 @@ import optax  # noqa: E402
 
 from sharesnet_jax.models import REMAT_POLICIES, create_model  # noqa: E402
 from sharesnet_jax.models.stats import abstract_variables, default_image_shape  # noqa: E402
-
-MIB = 2**20
+from sharesnet_jax.units import MIB  # noqa: E402
 
 
 def compiled_memory(name: str, *, batch: int, impl: str, remat_policy: str, num_classes: int,

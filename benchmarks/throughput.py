@@ -10,8 +10,9 @@ The step is `sharesnet_jax.train`'s (same jit shardings and donation, SGD + Nest
 (benchmarks/input_pipeline.py does that). Per model, in a fresh process: compile time (lower +
 compile), median step time over `--steps` timed steps after `--warmup` (each step waited for
 with block_until_ready), images/s, the forward multiply-adds per image (`stats.forward_macs`;
-sharing changes parameters, not compute), the training FLOP/s they imply (6 x MACs per image:
-forward plus a backward of twice its cost) and, with `--peak-tflops` (one device's peak in the
+sharing changes parameters, not compute), the training FLOP/s they imply by the planner's
+count (`preflight.plan.train_flops_per_device`: 2 FLOPs per MAC times 3 passes, forward plus a
+backward of twice its cost, or 4 with `--remat-policy full`, which recomputes the forward) and, with `--peak-tflops` (one device's peak in the
 compute dtype), the MFU. Memory: XLA's accounting of the compiled step (temp: scratch besides
 arguments and outputs, mostly activations kept for the backward pass; arguments: state + batch)
 and, on GPU/TPU, the device's peak bytes in use (none on CPU).
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"command: {common.command_line(SCRIPT, argv)}")
     print(common.describe_environment(common.first_env(results)))
     print(f"median of {args.steps} timed steps after {args.warmup} warm-up; training FLOP/s = "
-          f"6 x forward MACs x img/s" + (f"; MFU at {args.peak_tflops:g} TFLOP/s per device"
+          f"2 x forward MACs x passes (3, 4 with remat_policy=full) x img/s" + (f"; MFU at {args.peak_tflops:g} TFLOP/s per device"
                                         if args.peak_tflops else ""))
     print()
     print(common.markdown_table(
