@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The TPU planner measurements behind README "Before you rent a TPU", run one at a time (each
+# The TPU planner measurements behind docs/planner.md, run one at a time (each
 # compile uses both cores of a 2-core machine: never run two), each capped by `timeout`. Usage:
 #   [CAP=seconds] benchmarks/aot_plan_runs.sh OUTDIR PART [PART ...]
 # PART is one of
@@ -15,7 +15,7 @@
 # EXTRA_FLAGS (e.g. --config.grad_reduce_dtype=bfloat16) go to every run, TAG ends every name.
 # Each run's record goes to OUTDIR/<name>.json (aot --json), its table (or one-line error) to
 # OUTDIR/<name>.txt, its exit code, wall time and libtpu release to OUTDIR/times;
-# benchmarks/aot_plan_table.py turns the records into the README's tables.
+# benchmarks/aot_plan_table.py turns the records into the tables of docs/planner.md.
 # Another libtpu (e.g. the one a newer jax pins) is planned with, say,
 #   pip install --no-deps --target DIR libtpu==0.0.50.1; PYTHONPATH=DIR benchmarks/aot_plan_runs.sh ...
 set -u

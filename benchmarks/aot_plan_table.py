@@ -1,6 +1,6 @@
-"""The README's planner tables ("Before you rent"), from the plans that
-`benchmarks/aot_plan_runs.sh OUTDIR PART ...` left in OUTDIR (one `<run>.json` each, written by
-`python -m sharesnet_jax.aot --json`, plus `times`).
+"""The planner tables of docs/planner.md (the README's "Before you rent" summarises them), from
+the plans that `benchmarks/aot_plan_runs.sh OUTDIR PART ...` left in OUTDIR (one `<run>.json`
+each, written by `python -m sharesnet_jax.aot --json`, plus `times`).
 
     python benchmarks/aot_plan_table.py OUTDIR [OUTDIR ...]
 

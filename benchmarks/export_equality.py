@@ -1,5 +1,5 @@
 """How closely an exported artifact (reloaded) and its ONNX file give `predict`'s logits on the
-300 embedded test digits, at batch 1, 5 and 300 (README "Export for serving"):
+300 embedded test digits, at batch 1, 5 and 300 (docs/export.md):
 
     PYTHONPATH=. python benchmarks/export_equality.py WORKDIR ARTIFACT ONNX_FILE
 """

@@ -1,5 +1,5 @@
 """Serving artifact sizes of ShaResNet-152 vs ResNet-152, and how closely the reloaded artifact
-(and the ONNX file) reproduce the live model's logits. README "Export for serving" quotes it.
+(and the ONNX file) reproduce the live model's logits. docs/export.md quotes it.
 
     PYTHONPATH=. python benchmarks/export_sizes.py [--onnx] [--models=sharesnet152,resnet152]
 
