@@ -15,6 +15,7 @@ from tests.small_run import SMALL_CLI, _assert_cli_error, _assert_one_line, _cli
 
 # --------------------------------------------------------------------------------------------
 # The command line: config files, cluster flags, signals during set-up.
+
 CLI_CASES = [
     ("raises", "def get_config():\n    raise RuntimeError('boom in get_config')\n",
      [], r"RuntimeError: boom in get_config"),

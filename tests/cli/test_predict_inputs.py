@@ -7,8 +7,8 @@ import struct
 import time
 import zlib
 
-from PIL import Image
 import numpy as np
+from PIL import Image
 import pytest
 
 from sharesnet_jax import predict, train
@@ -17,6 +17,7 @@ from tests.small_run import _assert_one_line, _cli, _edit_records, small
 
 # --------------------------------------------------------------------------------------------
 # Prediction.
+
 def test_predict_loads_a_run_trained_with_scan(tmp_path, data_dir):
     workdir = tmp_path / "scan"
     # ShaResNet-14: two blocks per stage, so the scanned layout differs from the loop's.
@@ -54,7 +55,8 @@ def test_predict_top_must_be_positive(trained, tmp_path, capsys, top):
 
 
 # --------------------------------------------------------------------------------------------
-# 5. predict on special inputs: one line for that input, the others still predicted.
+# predict on special inputs: one line for that input, the others still predicted.
+
 def _png_header_only(path, width: int, height: int) -> None:
     """A valid PNG signature and IHDR claiming width x height, then one empty IDAT: a few dozen
     bytes on disk that decode to width * height pixels (a decompression bomb's header)."""

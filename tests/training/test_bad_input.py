@@ -16,6 +16,7 @@ from tests.small_run import _assert_one_line, _cli, _one_line, _refused, small
 
 # --------------------------------------------------------------------------------------------
 # Bad values: one line before any expensive work (the dataset's size at most is read).
+
 BAD_CONFIGS = [
     (dict(learning_rate=float("nan")), r"learning_rate=nan must be a finite number >= 0"),
     (dict(learning_rate=float("inf")), r"learning_rate=inf must be a finite number >= 0"),
@@ -63,7 +64,7 @@ def test_results_path_that_cannot_be_written_fails_at_start(tmp_path, data_dir):
 
 
 # --------------------------------------------------------------------------------------------
-# 2. Every field of the schema: None where it has no meaning, the wrong type, out of range.
+# Every field of the schema: None where it has no meaning, the wrong type, out of range.
 
 # Out-of-range values of every field, written here (not derived from validation.py): a field
 # added to the schema without an entry fails test_every_schema_field_has_cases. [] means any

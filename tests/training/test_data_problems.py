@@ -15,6 +15,7 @@ from tests.small_run import _one_line, _refused, small
 
 # --------------------------------------------------------------------------------------------
 # What the data and the steps yield.
+
 def test_labels_outside_the_classes_fail_in_one_line(tmp_path, data_dir, monkeypatch):
     from sharesnet_jax.data import pipeline
 
@@ -55,7 +56,8 @@ def test_opened_dataset_is_reused_across_evaluations(data_dir, trained):
 
 
 # --------------------------------------------------------------------------------------------
-# 3. Data problems, found before the first step.
+# Data problems, found before the first step.
+
 def _copy_of(data_dir, tmp_path):
     from sharesnet_jax.data import digits
 

@@ -34,6 +34,7 @@ def test_every_step_skipped_fails_instead_of_writing_results(tmp_path, data_dir)
 
 # --------------------------------------------------------------------------------------------
 # Checkpoint writes that fail.
+
 def test_checkpoint_write_failure_is_one_line(tmp_path, monkeypatch):
     checkpoints = Checkpoints(str(tmp_path / "checkpoints"))
     full = OSError(errno.ENOSPC, "No space left on device")
@@ -91,7 +92,8 @@ def test_full_disk_is_one_line_saying_so(tmp_path, data_dir, trained):
 
 
 # --------------------------------------------------------------------------------------------
-# Warm starts and torch files.
+# Warm starts.
+
 def _truncate_state(step_dir) -> None:
     for root, _, files in os.walk(step_dir / "state"):
         for name in files:

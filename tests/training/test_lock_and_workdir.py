@@ -20,6 +20,7 @@ from tests.small_run import (
 
 # --------------------------------------------------------------------------------------------
 # The workdir lock.
+
 def test_second_run_on_a_locked_workdir_names_the_holder(workdir, data_dir):
     before = _fingerprint_of_files(workdir / "checkpoints")
     with WorkdirLock(str(workdir)):
@@ -69,7 +70,8 @@ def _assert_untouched(victim, victim_dir):
 
 
 # --------------------------------------------------------------------------------------------
-# 1. Writes that follow links: a link (or a non-regular file) where the run writes.
+# Writes that follow links: a link (or a non-regular file) where the run writes.
+
 def _link(path, target):
     os.symlink(target, path)
 
@@ -137,7 +139,8 @@ def test_results_json_that_is_a_fifo_is_refused_at_once(tmp_path, data_dir):
 
 
 # --------------------------------------------------------------------------------------------
-# 4. The lock itself.
+# The lock itself.
+
 def _root() -> bool:
     return os.geteuid() == 0
 

@@ -13,6 +13,7 @@ from tests.small_run import _edit_records, _fingerprint_of_files, _one_line, _re
 
 # --------------------------------------------------------------------------------------------
 # Resuming: a readable checkpoint of another config refuses, in one line, and moves nothing.
+
 REFUSED_CHANGES = [
     (dict(optimizer="adamw"), r"the checkpoint in \S+ was written with another config "
                               r"\(optimizer='sgd' there, 'adamw' now\): rerun with"),
@@ -46,7 +47,8 @@ def test_resume_with_bookkeeping_changes_keeps_the_run(workdir, data_dir, traine
 
 
 # --------------------------------------------------------------------------------------------
-# 6. Smaller ones.
+# A renamed step directory, another device count.
+
 def test_a_renamed_step_directory_is_refused(workdir, data_dir, capsys):
     os.rename(workdir / "checkpoints" / "4", workdir / "checkpoints" / "7")
     _refused(lambda: train.train_and_evaluate(small(data_dir, num_train_steps=8), str(workdir)),
