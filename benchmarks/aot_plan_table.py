@@ -18,7 +18,8 @@ import re
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from sharesnet_jax.units import GIB, MIB  # noqa: E402  (units imports nothing)
+from sharesnet_jax.tables import markdown_table  # noqa: E402  (tables and units import nothing)
+from sharesnet_jax.units import GIB, MIB  # noqa: E402
 
 
 @dataclasses.dataclass
@@ -157,12 +158,6 @@ def read_runs(directory: str) -> list[Run]:
     return runs
 
 
-def markdown(header: list[str], body: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in body]
-    return "\n".join(lines)
-
-
 def twin_of(model: str) -> str | None:
     """The unshared twin of a shared model name (sharesnet152 -> resnet152)."""
     for shared, plain in (("sharesnet", "resnet"), ("sharewrn", "wrn")):
@@ -194,7 +189,7 @@ def sharing_savings(runs: list[Run], *, each_topology: bool = True) -> list[str]
 
 def depth_table(runs: list[Run]) -> str:
     body = [[r.model, r.layout, r.outcome, r.compile_seconds, r.hbm] for r in runs]
-    text = markdown(["model", "stage_impl", "outcome", "compile (s)", "HBM / chip (temporaries)"],
+    text = markdown_table(["model", "stage_impl", "outcome", "compile (s)", "HBM / chip (temporaries)"],
                     body)
     seconds = {(r.model, r.layout): float(r.compile_seconds) for r in runs
                if r.compile_seconds != "-"}
@@ -226,7 +221,7 @@ def plan_table(runs: list[Run], *, with_topology: bool) -> str:
         "grad_reduce_dtype"), LAYOUT_ORDER.index(r.layout.split(",")[0])))
     body = [[r.model, *([r.topology] if with_topology else []), r.layout, r.per_device_batch,
              r.outcome, r.compile_seconds, r.hbm, r.all_reduce, r.estimate] for r in runs]
-    text = markdown(header, body)
+    text = markdown_table(header, body)
     savings = sharing_savings(runs)
     return text + ("\n\n" + "\n".join(savings) if savings else "")
 
@@ -261,7 +256,7 @@ def paper_table(runs: list[Run], pinned_libtpu: str) -> str:
             cells[model, c].global_batch for c in columns
             if (model, c) in cells and cells[model, c].global_batch != "-"))
         body.append([model, batches] + [cell(cells.get((model, c))) for c in columns])
-    text = markdown(header, body)
+    text = markdown_table(header, body)
     savings = sharing_savings(runs, each_topology=False)
     return text + ("\n\n" + "\n".join(savings) if savings else "")
 
@@ -275,7 +270,7 @@ def gpu_table(runs: list[Run]) -> str:
               "ESTIMATE img/s/GPU (bound by)"]
     body = [[r.model, r.topology, f"{r.global_batch} ({r.per_device_batch})", r.outcome, r.hbm,
              r.compile_seconds, r.all_reduce, r.largest_batch, r.estimate] for r in runs]
-    return markdown(header, body)
+    return markdown_table(header, body)
 
 
 def main(directories: list[str]) -> None:
@@ -298,6 +293,6 @@ def main(directories: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 2:
+    if len(sys.argv) < 2 or sys.argv[1] in ("-h", "--help"):
         sys.exit("usage: python benchmarks/aot_plan_table.py OUTDIR [OUTDIR ...]")
     main(sys.argv[1:])

@@ -40,10 +40,9 @@ import jax  # noqa: E402
 from sharesnet_jax.data import synthetic  # noqa: E402
 from sharesnet_jax.models import model_spec  # noqa: E402
 from sharesnet_jax.models.stats import count_params, forward_macs  # noqa: E402
-from sharesnet_jax.params import _table as params_table  # noqa: E402 - the one table writer
 from sharesnet_jax.preflight.plan import train_flops_per_device  # noqa: E402
+from sharesnet_jax.tables import markdown_table  # noqa: E402,F401 - the one table writer
 from sharesnet_jax.training import recipes, sharding  # noqa: E402
-from sharesnet_jax.training.config import DTYPES  # noqa: E402,F401 - the CLIs' dtype choices
 from sharesnet_jax.training.device_checks import Memory  # noqa: E402
 from sharesnet_jax.training.run_setup import build_run  # noqa: E402
 from sharesnet_jax.training.steps import TrainState, create_replicated_state  # noqa: E402
@@ -350,10 +349,6 @@ def fmt(value, spec: str = ",.1f", missing: str = "-") -> str:
 def fmt_bytes(value, unit: int = MIB) -> str:
     return fmt(None if value is None else value / unit)
 
-
-def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    """The params table's writer (`python -m sharesnet_jax.params`), given any cells."""
-    return params_table(list(headers), [[str(cell) for cell in row] for row in rows])
 
 
 

@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 from sharesnet_jax import cli
 from sharesnet_jax.errors import UserError
+from sharesnet_jax.tables import markdown_table
 from sharesnet_jax.models import SHARE_MODES, create_model, model_spec
 from sharesnet_jax.models.stats import (
     abstract_variables, count_params, count_stage_conv3x3_kernels, forward_macs,
@@ -55,13 +56,6 @@ def model_stats(name: str, num_classes: int, **overrides) -> ModelStats:
                       forward_macs(model))
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    fmt = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"
-    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
-    return "\n".join([fmt(header), sep, *map(fmt, rows)])
-
-
 def paper_table() -> tuple[str, bool]:
     """The table and whether every count equals the paper's."""
     rows, all_match = [], True
@@ -77,7 +71,7 @@ def paper_table() -> tuple[str, bool]:
         ])
     header = ["model", "classes", "ours original", "paper original", "ours shared",
               "paper shared", "reduction", "match", "GMACs/image"]
-    return _table(header, rows), all_match
+    return markdown_table(header, rows), all_match
 
 
 def _positive_int(text: str) -> int:
@@ -105,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         stats = model_stats(args.model, num_classes, **overrides)
     except ValueError as err:
         raise UserError(str(err)) from None
-    print(_table(["model", "classes", "params", "distinct 3x3 kernels", "GMACs/image"],
+    print(markdown_table(["model", "classes", "params", "distinct 3x3 kernels", "GMACs/image"],
                  [[args.model, str(num_classes), f"{stats.params:,}", str(stats.conv3x3_kernels),
                    f"{stats.macs / 1e9:.3f}"]]))
     return 0

@@ -1,5 +1,5 @@
 """The planner's table (one row per fact, the estimates labelled as such) and the same figures
-as data (`plan_record`, for --json and the README's tables)."""
+as data (`plan_record`, for --json and the tables of docs/planner.md)."""
 
 from __future__ import annotations
 
