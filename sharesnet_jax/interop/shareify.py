@@ -18,11 +18,9 @@ import numpy as np
 from sharesnet_jax.interop.trees import (
     Path, check_fit, flatten, label, params_first, shape_of, unflatten,
 )
-from sharesnet_jax.models import create_model
 from sharesnet_jax.errors import check_one_of
-from sharesnet_jax.models.layers import SHARE_MODES
+from sharesnet_jax.models import SHARE_MODES, create_model
 from sharesnet_jax.models.stats import abstract_variables, count_params
-
 
 
 class StageShare(NamedTuple):

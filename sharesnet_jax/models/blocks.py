@@ -1,43 +1,46 @@
 """Residual blocks: pre-activation (CIFAR ResNets, Wide ResNets) and post-activation (ImageNet).
 
-Each block class states the paper's sharing rule for its family (`paper_shared_slots`) and the
-shapes of its 3x3 kernels (`conv3x3_shapes`), so `layers.shared_slots` can resolve any share mode.
-A slot named in `shared_slots` applies the stage's shared kernel, which the block receives as the
-`shared_kernel` argument of its call (an array, so the same block runs in a Python loop, under
-`nn.scan` and under `nn.remat`), instead of creating its own kernel.
+Each block class states the paper's sharing rule for its family (`paper_shared_slots`); every
+3x3 goes through `ResidualBlock.conv3x3`, which applies the block's own kernel or, where
+`stage.shares_slot` says so, the stage's kernel passed in as the `shared_kernel` argument (an
+array, so the same block runs in a Python loop, under `nn.scan` and under `nn.remat`).
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import flax.linen as nn
 import jax
 
-from sharesnet_jax.models.layers import ModuleDef, conv3x3
+from sharesnet_jax.models.layers import PAD_3X3, ModuleDef
+from sharesnet_jax.models.stage import shares_slot
 
 
 class ResidualBlock(nn.Module):
-    """Fields and the 3x3-slot helper common to every block; subclasses add the wiring."""
+    """Fields and the 3x3 slot common to every block; subclasses add the wiring."""
 
     features: int  # width of the block's 3x3 convs; the block outputs features * expansion
     strides: int
     conv: ModuleDef
     norm: ModuleDef
-    shared_slots: tuple[str, ...] = ()
+    share: str = "none"
+    block_index: int = 0  # 0 for a stage's first block; the sharing rules ask nothing more
     act: Callable[[jax.Array], jax.Array] = nn.relu
 
     expansion = 1
 
     def conv3x3(self, x: jax.Array, slot: str, strides: int,
                 shared_kernel: jax.Array | None) -> jax.Array:
-        if slot not in self.shared_slots:
-            shared_kernel = None
-        elif shared_kernel is None:
+        conv = functools.partial(self.conv, self.features, (3, 3), strides, padding=PAD_3X3)
+        if not shares_slot(self, slot, x.shape[-1]):
+            return conv(name=slot)(x)
+        if shared_kernel is None:
             raise ValueError(f"{type(self).__name__} shares slot {slot!r} but got no shared_kernel")
-        return conv3x3(x, conv=self.conv, features=self.features, strides=strides, name=slot,
-                       shared_kernel=shared_kernel)
-
+        # The very nn.Conv the slot would own, run on the stage's kernel (parent=None: detached,
+        # no variables of its own), so shared and own slots compute alike and MACs count each use.
+        return conv(parent=None).apply({"params": {"kernel": shared_kernel}}, x)
 
 
 class PreActBottleneck(ResidualBlock):
@@ -47,16 +50,11 @@ class PreActBottleneck(ResidualBlock):
     first block of a stage widens the signal and its 1x1 projection reads the leading BN-ReLU.
     """
 
-
     expansion = 4
 
     @staticmethod
     def paper_shared_slots(block_index: int, strides: int) -> tuple[str, ...]:
         return ("conv2",) if block_index > 0 else ()
-
-    @staticmethod
-    def conv3x3_shapes(in_features: int, features: int) -> dict[str, tuple[int, int]]:
-        return {"conv2": (features, features)}
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool,
@@ -87,10 +85,6 @@ class PreActBasic(ResidualBlock):
     def paper_shared_slots(block_index: int, strides: int) -> tuple[str, ...]:
         return ("conv2",) if block_index > 0 else ()
 
-    @staticmethod
-    def conv3x3_shapes(in_features: int, features: int) -> dict[str, tuple[int, int]]:
-        return {"conv1": (in_features, features), "conv2": (features, features)}
-
     @nn.compact
     def __call__(self, x: jax.Array, train: bool,
                  shared_kernel: jax.Array | None = None) -> jax.Array:
@@ -113,16 +107,11 @@ class Bottleneck(ResidualBlock):
     its own kernel.
     """
 
-
     expansion = 4
 
     @staticmethod
     def paper_shared_slots(block_index: int, strides: int) -> tuple[str, ...]:
         return ("conv2",) if strides == 1 else ()
-
-    @staticmethod
-    def conv3x3_shapes(in_features: int, features: int) -> dict[str, tuple[int, int]]:
-        return {"conv2": (features, features)}
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool,
@@ -150,10 +139,6 @@ class BasicBlock(ResidualBlock):
     @staticmethod
     def paper_shared_slots(block_index: int, strides: int) -> tuple[str, ...]:
         return ("conv2",)
-
-    @staticmethod
-    def conv3x3_shapes(in_features: int, features: int) -> dict[str, tuple[int, int]]:
-        return {"conv1": (in_features, features), "conv2": (features, features)}
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool,

@@ -6,19 +6,15 @@ the family (see `registry.py` for the named models).
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from sharesnet_jax.errors import check_one_of
 from sharesnet_jax.models.initialization import FB_RESNET_TORCH, Initialization
-from sharesnet_jax.models.layers import (
-    PAD_3X3, SHARE_MODES, STAGE_IMPLS, ModuleDef, Stage, logits_head, make_conv,
-    make_norm,
-)
+from sharesnet_jax.models.layers import PAD_3X3, ModuleDef, logits_head, make_conv, make_norm
+from sharesnet_jax.models.stage import Stage
 
 
 class ResidualNetwork(nn.Module):
@@ -36,7 +32,7 @@ class ResidualNetwork(nn.Module):
     # The variable layouts differ; stage_layout.convert_stage_layout maps one onto the other.
     stage_impl: str = "loop"
     # What each block keeps for the backward pass: 'none', 'full' (recompute the block) or
-    # 'conv_outputs' (recompute all but its convolutions); see layers.REMAT_POLICIES. A scanned
+    # 'conv_outputs' (recompute all but its convolutions); see stage.REMAT_POLICIES. A scanned
     # stage keeps every residual of its body, so 'none' costs it 3-4x the unrolled memory.
     remat_policy: str = "none"
     # The family's initialisation (its registry entry sets it; see initialization.py).
@@ -59,20 +55,17 @@ class ResidualNetwork(nn.Module):
     def classify(self, x: jax.Array) -> jax.Array:
         return logits_head(x, self.num_classes, self.dtype, self.param_dtype, self.initialization)
 
-
-def _run_stages(net: ResidualNetwork, x: jax.Array, train: bool, *, stage_features, stage_strides,
-                conv: ModuleDef, norm: ModuleDef, block: ModuleDef) -> jax.Array:
-    """Called from a family's compact `__call__`, so the stages become its submodules."""
-    check_one_of("share", net.share, SHARE_MODES)
-    check_one_of("stage_impl", net.stage_impl, STAGE_IMPLS)
-    for index, (num_blocks, features, strides) in enumerate(
-        zip(net.stage_sizes, stage_features, stage_strides)
-    ):
-        x = Stage(block=block, num_blocks=num_blocks, features=features,
-                  strides=strides, share=net.share, conv=conv, norm=norm,
-                  stage_impl=net.stage_impl, remat_policy=net.remat_policy,
-                  parent=net, name=f"stage{index + 1}")(x, train)
-    return x
+    def stages(self, x: jax.Array, train: bool, stage_strides: Sequence[int], conv: ModuleDef,
+               norm: ModuleDef, **block_options) -> jax.Array:
+        """`stage1..stageK`, one per entry of `stage_sizes` (Stage checks the sharing options)."""
+        for index, (num_blocks, features, strides) in enumerate(
+            zip(self.stage_sizes, self.stage_features, stage_strides)
+        ):
+            x = Stage(block=self.block_cls, num_blocks=num_blocks, features=features,
+                      strides=strides, share=self.share, conv=conv, norm=norm,
+                      stage_impl=self.stage_impl, remat_policy=self.remat_policy,
+                      block_options=block_options, name=f"stage{index + 1}")(x, train)
+        return x
 
 
 class PreActResNet(ResidualNetwork):
@@ -90,11 +83,9 @@ class PreActResNet(ResidualNetwork):
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         conv, norm = self.conv_and_norm(train)
         options = {"dropout_rate": self.dropout_rate} if self.dropout_rate else {}
-        block = functools.partial(self.block_cls, act=self.act, **options)
         x = jnp.asarray(x, self.dtype)
         x = conv(self.stem_features, (3, 3), padding=PAD_3X3, name="stem_conv")(x)
-        x = _run_stages(self, x, train, stage_features=self.stage_features,
-                        stage_strides=(1, 2, 2), conv=conv, norm=norm, block=block)
+        x = self.stages(x, train, (1, 2, 2), conv, norm, act=self.act, **options)
         x = self.act(norm(name="final_bn")(x))
         return self.classify(x)
 
@@ -119,7 +110,5 @@ class ResNet(ResidualNetwork):
         # only 'SAME'/'VALID' pools, and SAME would pad 0 before and 1 after, not 1 and 1.
         x = jnp.pad(x, ((0, 0), *PAD_3X3, (0, 0)), constant_values=-jnp.inf)
         x = nn.max_pool(x, window_shape=(3, 3), strides=(2, 2), padding="VALID")
-        x = _run_stages(self, x, train, stage_features=self.stage_features,
-                        stage_strides=(1, 2, 2, 2), conv=conv, norm=norm,
-                        block=functools.partial(self.block_cls, act=self.act))
+        x = self.stages(x, train, (1, 2, 2, 2), conv, norm, act=self.act)
         return self.classify(x)

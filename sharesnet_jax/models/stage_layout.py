@@ -32,9 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sharesnet_jax.errors import not_one_of
-from sharesnet_jax.models.layers import SCANNED_BLOCKS
-
-LAYOUTS = ("loop", "scan")
+from sharesnet_jax.models.stage import SCANNED_BLOCKS, STAGE_IMPLS
 
 _STAGE = re.compile(r"stage\d+")
 _BLOCK = re.compile(r"block(\d+)")
@@ -47,8 +45,8 @@ def convert_stage_layout(tree: Any, to: str) -> Any:
     are left as they are. Arrays keep their kind: numpy stays numpy, jax stays jax (stacking
     copies; a sharded jax array comes back replicated on its default placement).
     """
-    if to not in LAYOUTS:
-        raise ValueError(not_one_of("to", to, LAYOUTS))
+    if to not in STAGE_IMPLS:
+        raise ValueError(not_one_of("to", to, STAGE_IMPLS))
     convert_stage = _stage_to_scan if to == "scan" else _stage_to_loop
 
     def convert_model_dict(node: Any) -> Any:

@@ -21,7 +21,8 @@ import optax
 import pytest
 
 from sharesnet_jax.models import PreActBasic, Stage, create_model
-from sharesnet_jax.models.layers import SCANNED_BLOCKS, make_conv, make_norm
+from sharesnet_jax.models.layers import make_conv, make_norm
+from sharesnet_jax.models.stage import SCANNED_BLOCKS
 from sharesnet_jax.models.stage_layout import (
     convert_stage_layout, to_loop_layout, to_scan_layout,
 )

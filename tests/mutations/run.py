@@ -48,6 +48,7 @@ class Mutation:
 
 
 LAYERS = "sharesnet_jax/models/layers.py"
+STAGE = "sharesnet_jax/models/stage.py"
 INIT = "sharesnet_jax/models/initialization.py"
 TRAINER = "sharesnet_jax/training/trainer.py"
 STEPS = "sharesnet_jax/training/steps.py"
@@ -66,21 +67,21 @@ PREDICT = "sharesnet_jax/predict.py"
 
 MUTATIONS = [
     Mutation(
-        "scan_init_params_rng_not_split", LAYERS,
+        "scan_init_params_rng_not_split", STAGE,
         'split_rngs={"params": True, "dropout": True},',
         'split_rngs={"params": False, "dropout": True},',
         ("tests/models/test_scan.py",),
         "blocks 2..n of a scanned stage start from identical weights"),
     Mutation(
-        "remat_ignored", LAYERS,
+        "remat_ignored", STAGE,
         'if self.remat_policy != "none":',
         "if False:",
         ("tests/models/test_scan.py", "-k", "recomputes_what_it_says"),
         "remat_policy silently does nothing"),
     Mutation(
-        "unshare_block2_3x3", LAYERS,
-        "x, train, kernel if slots_per_block[index] else None)",
-        "x, train, kernel if slots_per_block[index] and index != 1 else None)",
+        "unshare_block2_3x3", STAGE,
+        "conv=self.conv, norm=self.norm, share=self.share, block_index=index,",
+        'conv=self.conv, norm=self.norm, share=self.share if index != 1 else "none", block_index=index,',
         ("tests/models/test_models.py", "-k", "exact_parameter_counts or distinct_3x3"),
         "block 2 of each stage gets its own 3x3 instead of the shared one (loop impl)"),
     Mutation(
@@ -169,9 +170,9 @@ MUTATIONS = [
         ("tests/test_export.py", "-k", "onnx"),
         "an ONNX graph that computes other logits is written"),
     Mutation(
-        "export_ignores_sharing", LAYERS,
-        'if share == "none":',
-        'if share in ("none", "paper"):',
+        "export_ignores_sharing", STAGE,
+        "return slot in block.paper_shared_slots(block.block_index, block.strides)",
+        "return False",
         ("tests/test_export.py", "-k", "shrinks"),
         "a shared twin exported as large as its unshared twin"),
     Mutation(
@@ -266,7 +267,7 @@ MUTATIONS = [
         ("tests/preflight/test_tpu.py", "-k", "gradients_all_reduced_once_in_the_chosen_dtype"),
         "grad_reduce_dtype='bfloat16' still all-reduces float32"),
     Mutation(
-        "remat_repeats_collectives", LAYERS,
+        "remat_repeats_collectives", STAGE,
         "return primitive is jax.lax.psum_p",
         "return False",
         ("tests/training/test_gradient_reduce.py", "-k", "once_in_every_layout"),
@@ -611,14 +612,14 @@ MUTATIONS += [
        "per_output = math.prod(kernel) * in_features", "per_output = in_features",
        (MACS, "-k", "torchvisions"), "every conv counted as a 1x1"),
     # Models: the sharing rule, counts, dtypes, modes.
-    _m("C1", "block3_gets_its_own_3x3", LAYERS,
-       "x, train, kernel if slots_per_block[index] else None)",
-       "x, train, kernel if slots_per_block[index] and index != 2 else None)",
+    _m("C1", "block3_gets_its_own_3x3", STAGE,
+       "conv=self.conv, norm=self.norm, share=self.share, block_index=index,",
+       'conv=self.conv, norm=self.norm, share=self.share if index != 2 else "none", block_index=index,',
        ("tests/models/test_models.py", "-k", "lives_once"),
        "block 3 of each stage keeps its own 3x3"),
-    _m("C2", "shared_kernel_gets_no_gradient", LAYERS,
-       'return template.apply({"params": {"kernel": kernel}}, x)',
-       'return template.apply({"params": {"kernel": jax.lax.stop_gradient(kernel)}}, x)',
+    _m("C2", "shared_kernel_gets_no_gradient", BLOCKS,
+       'return conv(parent=None).apply({"params": {"kernel": shared_kernel}}, x)',
+       'return conv(parent=None).apply({"params": {"kernel": jax.lax.stop_gradient(shared_kernel)}}, x)',
        ("tests/models/test_models.py", "-k", "tied_twin"),
        "the shared kernel's uses contribute no gradient"),
     _m("C22", "bottlenecks_share_nothing", BLOCKS, 'return ("conv2",) if strides == 1 else ()',
@@ -628,9 +629,9 @@ MUTATIONS += [
        'return ("conv2",) if block_index > 0 else ()',
        ("tests/models/test_models.py", "-k", "distinct_3x3"),
        "ResNet-18/34 block 1 keeps its own second 3x3"),
-    _m("C23", "share_all_skips_the_strided_3x3", LAYERS,
-       "return tuple(slot for slot, shape in shapes.items() if shape == (features, features))",
-       "return tuple(slot for slot, shape in shapes.items() if shape == (features, features) and strides == 1)",
+    _m("C23", "share_all_skips_the_strided_3x3", STAGE,
+       'return block.share == "all" and in_width == block.features',
+       'return block.share == "all" and in_width == block.features and block.strides == 1',
        ("tests/models/test_share_modes.py",), "share='all' leaves the strided 3x3s unshared"),
     _m("C13", "head_without_bias", LAYERS,
        "x = nn.Dense(num_classes, dtype=dtype, param_dtype=param_dtype,",
@@ -717,9 +718,9 @@ MUTATIONS += [
 ]
 
 MUTATIONS += [
-    _m("C24", "strided_shared_3x3_subsampled", LAYERS,
-       'return template.apply({"params": {"kernel": kernel}}, x)',
-       'return _conv3x3_template(conv, kernel.shape[-1], 1).apply({"params": {"kernel": kernel}}, x)[:, ::strides, ::strides]',
+    _m("C24", "strided_shared_3x3_subsampled", BLOCKS,
+       'return conv(parent=None).apply({"params": {"kernel": shared_kernel}}, x)',
+       'return self.conv(self.features, (3, 3), 1, padding=PAD_3X3, parent=None).apply({"params": {"kernel": shared_kernel}}, x)[:, ::strides, ::strides]',
        ("tests/models/test_models.py", "-k", "saves_parameters_not_compute"),
        "share='all' runs the strided shared 3x3 at stride 1 and subsamples: 4x its MACs"),
     _m("C9", "readme_default_command", "README.md",
@@ -906,7 +907,7 @@ MUTATIONS += [
        "dropout_rng = jax.random.fold_in(dropout_rng, jax.lax.axis_index(axis))",
        "dropout_rng = dropout_rng", (STEP_TESTS, "-k", "dropout"),
        "every device draws the same dropout masks for its shard"),
-    _m("C127", "conv_outputs_saves_nothing", LAYERS,
+    _m("C127", "conv_outputs_saves_nothing", STAGE,
        "jax.checkpoint_policies.dots_saveable, _saves_collectives),",
        "jax.checkpoint_policies.nothing_saveable, _saves_collectives),",
        ("tests/models/test_scan.py", "-k", "recomputes_what_it_says"),
@@ -929,8 +930,9 @@ MUTATIONS += [
 
 # Issue 20: claims that had no mutation (tests by claim).
 MUTATIONS += [
-    _m("C5", "scan_tail_drops_shared_kernel", LAYERS,
-       "tail_kernel = kernel if slots_per_block[1] else None", "tail_kernel = None",
+    _m("C5", "scan_tail_drops_shared_kernel", STAGE,
+       "conv=self.conv, norm=self.norm, share=self.share, block_index=index,",
+       'conv=self.conv, norm=self.norm, share="none" if scanned else self.share, block_index=index,',
        ("tests/models/test_scan.py", "-k", "scan_equals_loop"),
        "the scanned blocks 2..n get their own 3x3s instead of the stage's shared one"),
     _m("C33", "trainer_batch_norm_per_device", STEPS,
@@ -1008,9 +1010,10 @@ MUTATIONS += [
 # Issue 20, the last claims without a mutation.
 QUICKSTART = "colab/quickstart.ipynb"
 MUTATIONS += [
-    _m("C4", "remat_drops_block_options", LAYERS,
-       "options = self.block.keywords if isinstance(self.block, functools.partial) else {}",
-       "options = {}", ("tests/models/test_scan.py", "-k", "remat_changes_nothing_but_memory"),
+    _m("C4", "remat_drops_block_options", STAGE,
+       "name=name, **self.block_options)",
+       "name=name, **(self.block_options if block_cls is self.block else {}))",
+       ("tests/models/test_scan.py", "-k", "remat_changes_nothing_but_memory"),
        "a rematerialised block loses the family's options (its dropout): remat changes values"),
     _m("C7", "default_run_trained_half_an_epoch", "configs/default.py",
        "c.num_epochs = 15.0", "c.num_epochs = 0.5",
@@ -1055,8 +1058,9 @@ MUTATIONS += [
        "new_state = state.replace(step=state.step + 1.0, params=params, batch_stats=batch_stats,",
        ("tests/test_performance.py", "-k", "trainer_traces_its_train_step_once"),
        "the step returns a float32 step counter for an int32 one: the second call retraces"),
-    _m("C124", "shared_twin_unshared", LAYERS,
-       'if share == "none":', 'if share in ("none", "paper"):',
+    _m("C124", "shared_twin_unshared", STAGE,
+       "return slot in block.paper_shared_slots(block.block_index, block.strides)",
+       "return False",
        ("tests/preflight/test_tpu.py", "-k", "shared_twin_all_reduces"),
        "the shared twin builds its own 3x3 per block: it all-reduces as much as the plain one"),
     # Issue 21: the pre-flight layer's GPU targets, JSON and bounded fit search.
