@@ -27,7 +27,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.dropout_rate = placeholder(float)
     c.stage_impl = placeholder(str)  # 'loop' | 'scan'
     # What each block keeps for its backward pass: 'none' | 'full' | 'conv_outputs'
-    # (models/layers.py, REMAT_POLICIES). `remat=True` is the older spelling of 'full'.
+    # (models/stage.py, REMAT_POLICIES). `remat=True` is the older spelling of 'full'.
     c.remat_policy = placeholder(str)
     c.remat = placeholder(bool)
     # BatchNorm statistics over groups of this many examples in training; 0: the whole global
