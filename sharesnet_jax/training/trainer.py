@@ -133,8 +133,8 @@ def _train_and_evaluate(config, workdir: str, preemption: PreemptionWatch,
     checkpoints = Checkpoints(os.path.join(workdir, "checkpoints"),
                               max_to_keep=config.keep_checkpoints)
     state = _restored_or_initial_state(config, run, info, checkpoints)
-    step = start_step = int(state.step)
-    preemption.stop_during_set_up(step=step)
+    start_step = int(state.step)
+    preemption.stop_during_set_up(step=start_step)
     writer = metric_writers.create_default_writer(workdir, just_logging=not _is_chief())
     _log_start(config, state, writer)
 
