@@ -71,12 +71,13 @@ class Checkpoints:
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
 
-    def save(self, step: int, state: Any, record: RunRecord) -> None:
-        """Starts an asynchronous save; a failure of it (or of the previous one, which Orbax
-        reports here) is a `CheckpointWriteError`."""
+    def save(self, step: int, state: Any, stored_record: dict) -> None:
+        """Starts an asynchronous save of `state` with `stored_record` (a `RunRecord.to_json()`,
+        serialised once by the caller for all its saves) beside it; a failure of it (or of the
+        previous one, which Orbax reports here) is a `CheckpointWriteError`."""
         try:
             self._manager.save(step, args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state), record=ocp.args.JsonSave(record.to_json())),
+                state=ocp.args.StandardSave(state), record=ocp.args.JsonSave(stored_record)),
                 force=True)
         except Exception as err:  # noqa: BLE001 - Orbax wraps the OSError of its threads
             # Orbax reports the failure of the previous (asynchronous) save here, if any.

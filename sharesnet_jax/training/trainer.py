@@ -174,7 +174,8 @@ def _train(config, run: Run, info: DatasetInfo, state: TrainState, checkpoints: 
     from clu import periodic_actions
 
     plan, mesh = run.plan, run.mesh
-    record = RunRecord.of_run(config, info, jax.device_count(), jax.process_count())
+    stored_record = RunRecord.of_run(config, info, jax.device_count(),
+                                     jax.process_count()).to_json()
     report_progress = periodic_actions.ReportProgress(num_train_steps=plan.total_steps,
                                                       writer=writer)
 
@@ -189,7 +190,7 @@ def _train(config, run: Run, info: DatasetInfo, state: TrainState, checkpoints: 
 
     def save(step: int) -> None:
         logging.info("Saving checkpoint at step %d", step)
-        checkpoints.save(step, state, record)
+        checkpoints.save(step, state, stored_record)
 
     def run_eval_or_save(step: int) -> dict[str, float]:
         """An evaluation that fails (its data unreadable) first checkpoints the steps trained
