@@ -76,19 +76,19 @@ def export_run(source: str, out: str, *, platforms: Sequence[str] | None = None,
 
     classifier = from_checkpoint(source)
     record = classifier.record
-    image_shape = tuple(record["image_shape"])
+    image_shape = record.image_shape
     exported = export_logits(classifier.logits, image_shape, platforms)
-    config = record["config"]
+    config = record.config
     metadata = {
         "model": config["model"],
         "share": config["share"] or dict(model_spec(config["model"]).fields)["share"],
-        "num_classes": record["num_classes"], "class_names": list(record["class_names"]),
-        "image_shape": list(image_shape), "mean": list(record["mean"]), "std": list(record["std"]),
-        "eval_crop": record["augment"], "dtype": config["dtype"],
+        "num_classes": record.num_classes, "class_names": list(record.class_names),
+        "image_shape": list(image_shape), "mean": list(record.mean), "std": list(record.std),
+        "eval_crop": record.augment, "dtype": config["dtype"],
         "trained_stage_impl": config["stage_impl"],
         "input": "images (batch, H, W, C) float32 pixel values 0..255, RGB, normalised inside",
         "output": "logits (batch, num_classes) float32",
-        "checkpoint": record["checkpoint"], "checkpoint_step": classifier.step,
+        "checkpoint": record.checkpoint, "checkpoint_step": classifier.step,
         "platforms": list(platforms), "jax_version": jax.__version__,
     }
     metadata = serving.write(out, exported.serialize(), metadata)

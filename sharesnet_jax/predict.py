@@ -44,10 +44,9 @@ class Predictor:
             self._logits = served.logits
             return
         classifier = from_checkpoint(source)
-        record = classifier.record
-        self.class_names = tuple(record["class_names"])
-        self.image_shape = tuple(record["image_shape"])
-        self.augment = record["augment"]  # the evaluation style the run resolved
+        self.class_names = classifier.record.class_names
+        self.image_shape = classifier.record.image_shape
+        self.augment = classifier.record.augment  # the evaluation style the run resolved
         self._logits = jax.jit(classifier.logits)
 
     def preprocess(self, image: np.ndarray) -> np.ndarray:

@@ -1,5 +1,6 @@
 """Small configs shared by the trainer tests: tiny models, few steps, everything offline."""
 
+import json
 import pathlib
 
 import ml_collections
@@ -24,3 +25,32 @@ def tiny_config(**fields) -> ml_collections.ConfigDict:
     for key, value in fields.items():
         c[key] = value
     return c
+
+
+# Config fields the trainer's first records (28 Nov 2026) did not hold: added since, read back
+# with the schema's defaults. `remat` (the boolean of then) stays.
+ADDED_SINCE_THE_FIRST_RECORDS = ("remat_policy", "stage_impl", "bn_group_size", "dropout_rate",
+                                 "grad_reduce_dtype", "skip_nonfinite", "eval_only")
+
+
+def as_first_records(workdir: pathlib.Path) -> None:
+    """Rewrites the record of every checkpoint of `workdir` as the first version wrote it:
+    without the devices and without the config fields added since."""
+    def older(record: dict) -> dict:
+        del record["num_devices"], record["num_processes"]
+        for field in ADDED_SINCE_THE_FIRST_RECORDS:
+            del record["config"][field]
+        return record
+    rewrite_records(workdir, older)
+
+
+def rewrite_records(workdir: pathlib.Path, change) -> list[pathlib.Path]:
+    """The JSON record of every checkpoint of `workdir` replaced by `change(record)`; the files
+    rewritten."""
+    files = sorted((workdir / "checkpoints").glob("*/record/metadata"),
+                   key=lambda path: int(path.parent.parent.name))  # oldest step first
+    assert files, f"no record under {workdir}"
+    for path in files:
+        record = json.loads(path.read_text())
+        path.write_text(json.dumps(change(record)))
+    return files

@@ -1,5 +1,6 @@
 """Prediction from a trained workdir: the Python API and the command line."""
 
+import shutil
 import subprocess
 import sys
 
@@ -9,7 +10,8 @@ from PIL import Image
 
 from sharesnet_jax import predict, train
 from sharesnet_jax.data import digits, pipeline
-from tests.helpers import ROOT, tiny_config
+from sharesnet_jax.errors import UserError
+from tests.helpers import ROOT, as_first_records, rewrite_records, tiny_config
 
 
 
@@ -73,3 +75,27 @@ def test_command_line_prints_top5_and_one_line_per_bad_file(trained, tmp_path):
     assert all(line.count(",") == 4 for line in lines)  # five classes each
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "broken.png" in errors[0] and "cannot read image" in errors[0]
+
+
+def test_a_workdir_of_the_first_version_predicts_as_it_did(trained, tmp_path):
+    """Records written before the devices and the newer config fields were recorded: the
+    schema's defaults fill them in, and the predictions are those of today's record."""
+    workdir, _ = trained
+    older = tmp_path / "older"
+    shutil.copytree(workdir / "checkpoints", older / "checkpoints")
+    as_first_records(older)
+    images, _ = digits.load_digit_splits()["test"]
+    np.testing.assert_array_equal(predict.load(str(older))(images[:8]),
+                                  predict.load(str(workdir))(images[:8]))
+
+
+def test_a_malformed_record_is_one_line_naming_its_file(trained, tmp_path):
+    workdir, _ = trained
+    damaged = tmp_path / "damaged"
+    shutil.copytree(workdir / "checkpoints", damaged / "checkpoints")
+    record, = rewrite_records(damaged, lambda record: {k: v for k, v in record.items()
+                                                     if k != "class_names"})
+    with pytest.raises(UserError, match=f"^{record} is not a complete run record: it lacks "
+                                        "class_names; restore the file") as error:
+        predict.load(str(damaged))
+    assert "\n" not in str(error.value)

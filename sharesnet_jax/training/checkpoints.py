@@ -19,7 +19,7 @@ import orbax.checkpoint as ocp
 
 from sharesnet_jax.errors import UserError, first_line
 from sharesnet_jax.models import to_loop_layout
-from sharesnet_jax.training.config import base_config
+from sharesnet_jax.training.run_record import RunRecord
 
 
 class CheckpointWriteError(UserError):
@@ -71,24 +71,27 @@ class Checkpoints:
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
 
-    def save(self, step: int, state: Any, record: dict) -> None:
-        """Starts an asynchronous save; a failure of it (or of the previous one, which Orbax
-        reports here) is a `CheckpointWriteError`."""
+    def save(self, step: int, state: Any, stored_record: dict) -> None:
+        """Starts an asynchronous save of `state` with `stored_record` (a `RunRecord.to_json()`,
+        serialised once by the caller for all its saves) beside it; a failure of it (or of the
+        previous one, which Orbax reports here) is a `CheckpointWriteError`."""
         try:
             self._manager.save(step, args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state), record=ocp.args.JsonSave(record)), force=True)
+                state=ocp.args.StandardSave(state), record=ocp.args.JsonSave(stored_record)),
+                force=True)
         except Exception as err:  # noqa: BLE001 - Orbax wraps the OSError of its threads
             # Orbax reports the failure of the previous (asynchronous) save here, if any.
             raise write_failure(self.directory, self._pending if self._pending >= 0 else step,
                                 err) from None
         self._pending = step
 
-    def record(self, step: int) -> dict:
-        return self._manager.restore(step, args=ocp.args.Composite(
+    def record(self, step: int) -> RunRecord:
+        stored = self._manager.restore(step, args=ocp.args.Composite(
             record=ocp.args.JsonRestore()))["record"]
+        return RunRecord.from_json(stored, record_file(os.path.join(self.directory, str(step))))
 
     def restore(self, step: int, target: Any,
-                check_record: Callable[[dict], None] | None = None) -> Any:
+                check_record: Callable[[RunRecord], None] | None = None) -> Any:
         """Restores onto `target` (arrays or ShapeDtypeStructs carrying shardings), so optax
         states keep their types and arrays land directly on the mesh. `check_record` sees the
         record stored beside the checkpoint first and raises a UserError when the checkpoint,
@@ -116,7 +119,8 @@ class Checkpoints:
             state=ocp.args.StandardRestore(abstract)))
         return restored["state"]
 
-    def restore_latest(self, target: Any, check_record: Callable[[dict], None] | None = None
+    def restore_latest(self, target: Any,
+                       check_record: Callable[[RunRecord], None] | None = None
                        ) -> tuple[int, Any] | None:
         """The newest checkpoint that restores. Newer unreadable ones (truncated or missing
         files, killed mid-save) are moved aside to `<directory>.skipped/` with a warning: kept
@@ -199,7 +203,12 @@ def step_directories(source: str) -> list[str]:
                     "checkpoints directory nor one step directory of this trainer")
 
 
-def read_checkpoint(source: str) -> tuple[dict, dict]:
+def record_file(step_dir: str) -> str:
+    """The JSON file of the record in a step folder (the name Orbax's JSON handler gives it)."""
+    return os.path.join(step_dir, "record", "metadata")
+
+
+def read_checkpoint(source: str) -> tuple[RunRecord, dict]:
     """(record, variables) of the newest readable checkpoint under `source`, variables in loop
     layout. An unreadable newest one (truncated files) is passed over with a warning.
 
@@ -209,7 +218,7 @@ def read_checkpoint(source: str) -> tuple[dict, dict]:
     failures = []
     for step_dir in step_directories(source):
         try:
-            record = ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(
+            stored = ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(
                 os.path.join(step_dir, "record"))
             state = ocp.StandardCheckpointer().restore(os.path.join(step_dir, "state"))
             variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
@@ -220,10 +229,9 @@ def read_checkpoint(source: str) -> tuple[dict, dict]:
         if failures:
             logging.warning("Passed over unreadable checkpoint(s) %s; using %s",
                             "; ".join(failures), step_dir)
-        # Records of older versions lack the fields added since: they ran with their defaults.
-        record["config"] = {**base_config().to_dict(), **record["config"]}
-        record["checkpoint"] = os.path.abspath(step_dir)  # which one was read (export records it)
-        if record["config"]["stage_impl"] == "scan":
+        # Which checkpoint was read: export records it.
+        record = RunRecord.from_json(stored, record_file(step_dir), os.path.abspath(step_dir))
+        if record.config["stage_impl"] == "scan":
             variables = to_loop_layout(variables)
         return record, variables
     raise UserError(f"cannot read the checkpoint {failures[0]}" + (

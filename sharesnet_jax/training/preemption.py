@@ -43,6 +43,14 @@ def _act_at_once() -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+class SetUpInterrupted(Exception):
+    """SIGTERM/SIGINT arrived before the first step: nothing to checkpoint, a clean exit."""
+
+    def __init__(self, step: int):
+        super().__init__(step)
+        self.step = step  # the step the run would have started from
+
+
 class PreemptionWatch:
     def __init__(self):
         self._requested = threading.Event()
@@ -70,11 +78,12 @@ class PreemptionWatch:
         if _note_early in self._previous.values():
             _act_at_once()
 
-    def stop_during_set_up(self, stop: Exception) -> None:
-        """Raises `stop` when a signal came before the first step. A lone process only: on
-        several, the first steps' collective check makes every process stop at the same step."""
+    def stop_during_set_up(self, step: int) -> None:
+        """Raises `SetUpInterrupted(step)` when a signal came before the first step. A lone
+        process only: on several, the first steps' collective check makes every process stop at
+        the same step."""
         if (self._requested.is_set() or _EARLY.is_set()) and jax.process_count() == 1:
-            raise stop
+            raise SetUpInterrupted(step)
 
     def requested(self, step: int, checkpoints) -> bool:
         """Whether to stop after `step`. On several processes every process must answer the

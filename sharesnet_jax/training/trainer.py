@@ -27,18 +27,15 @@ from sharesnet_jax.errors import UserError
 from sharesnet_jax.models.stats import count_params
 from sharesnet_jax.training import sharding, validation
 from sharesnet_jax.training.checkpoints import Checkpoints
-from sharesnet_jax.training.preemption import PreemptionWatch
-from sharesnet_jax.training.run_setup import Plan, build_run, load_dataset_info
+from sharesnet_jax.training.preemption import PreemptionWatch, SetUpInterrupted
+from sharesnet_jax.training.run_record import RunRecord
+from sharesnet_jax.training.run_setup import Plan, Run, build_run, load_dataset_info
 from sharesnet_jax.training.steps import TrainState, create_replicated_state
 from sharesnet_jax.training.workdir_lock import WorkdirLock
 
 
 class TrainingDiverged(UserError):
     """The loss became NaN or Inf; nothing non-finite was checkpointed."""
-
-
-class SetUpInterrupted(Exception):
-    """SIGTERM/SIGINT arrived before the first step: nothing to checkpoint, a clean exit."""
 
 
 def train_batches(config, info: DatasetInfo, mesh, start_step: int) -> Iterator[dict]:
@@ -114,78 +111,77 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
         except SetUpInterrupted as interrupted:
             logging.warning("Stopped by a signal during set-up, before step %s: nothing to "
                             "checkpoint; rerun the same command to start or resume.",
-                            interrupted.args[0] + 1)
-            return {"step": interrupted.args[0], "preempted": True}
+                            interrupted.step + 1)
+            return {"step": interrupted.step, "preempted": True}
 
 
 def _train_and_evaluate(config, workdir: str, preemption: PreemptionWatch,
                         start_time: float) -> dict[str, Any]:
-    from clu import metric_writers, parameter_overview, periodic_actions  # TensorBoard: TF.
+    # TensorBoard's writer needs TF: seconds to import, before the first look for a signal.
+    from clu import metric_writers
 
-    is_chief = jax.process_index() == 0
-    preemption.stop_during_set_up(SetUpInterrupted(0))
-
+    # ---- Set-up: the dataset, model, mesh and jitted steps the config describes.
+    preemption.stop_during_set_up(step=0)
     info = load_dataset_info(config)
     run = build_run(config, info)
-    model, plan, mesh, tx = run.model, run.plan, run.mesh, run.tx
-    validation.check_plan(config, info, plan)
+    validation.check_plan(config, info, run.plan)
     _warn_of_known_compiler_crash()
-    preemption.stop_during_set_up(SetUpInterrupted(0))
-    logging.info("Mesh %s over %d process(es) (device ids by process: %s); global batch %d, "
-                 "%d per process; %d steps (%d per epoch)", dict(mesh.shape),
-                 jax.process_count(), sharding.devices_by_process(mesh), config.batch_size,
-                 config.batch_size // jax.process_count(), plan.total_steps,
-                 plan.steps_per_epoch)
+    preemption.stop_during_set_up(step=0)
+    _log_mesh(config, run)
 
-    replicated = sharding.replicated(mesh)
-    state = create_replicated_state(model, tx, config.seed, info.image_shape, mesh)
-    num_params = count_params(state.params)
+    # ---- Restore: the newest checkpoint, else the weights of init_from, else a fresh state.
     checkpoints = Checkpoints(os.path.join(workdir, "checkpoints"),
                               max_to_keep=config.keep_checkpoints)
-    stored_records = []
+    state = _restored_or_initial_state(config, run, info, checkpoints)
+    start_step = int(state.step)
+    preemption.stop_during_set_up(step=start_step)
+    writer = metric_writers.create_default_writer(workdir, just_logging=not _is_chief())
+    _log_start(config, state, writer)
 
-    def check_record(record: dict) -> None:
-        validation.check_resume(record["config"], config,
-                                f"the checkpoint in {checkpoints.directory}")
-        stored_records.append(record)
+    # ---- Train and evaluate (or only evaluate); a preempted run ends with its checkpoint.
+    state, step, final = _train(config, run, info, state, checkpoints, writer, preemption)
 
-    restored = checkpoints.restore_latest(state, check_record)
-    if restored is not None:
-        state = restored[1]
-        if int(state.step) != restored[0]:
-            raise UserError(f"{checkpoints.directory}/{restored[0]} holds the state of step "
-                            f"{int(state.step)}: the step directory was renamed; rename it back "
-                            f"to {int(state.step)} (or move it away) and rerun")
-        logging.info("Resumed from checkpoint at step %d", restored[0])
-        _warn_of_another_device_count(stored_records[-1] if stored_records else {})
-        if restored[0] > plan.total_steps and not config.eval_only:
-            raise UserError(f"{checkpoints.directory} holds step {restored[0]}, past this run's "
-                            f"{plan.total_steps} steps: raise num_train_steps/num_epochs, or "
-                            "use --config.eval_only=True to evaluate it")
-    elif config.init_from:
-        state = _warm_start(config, model, tx, state, replicated)
-    preemption.stop_during_set_up(SetUpInterrupted(int(state.step)))
-    record = {"config": config.to_dict(), "num_classes": info.num_classes, "augment": info.augment,
-              "image_shape": list(info.image_shape), "mean": list(info.mean),
-              "std": list(info.std), "class_names": list(info.class_names),
-              "num_devices": jax.device_count(), "num_processes": jax.process_count()}
-    train_step, eval_step = run.train_step, run.eval_step
+    # ---- Finish: the one end of a finished and of a preempted run.
+    checkpoints.wait()
+    checkpoints.close()
+    writer.flush()
+    if final is None:
+        logging.warning("Preempted: checkpoint at step %d written; exiting. Rerun the same "
+                        "command to resume.", step)
+        return {"step": step, "preempted": True}
+    num_params = count_params(state.params)
+    results = {"step": step,
+               "steps_run": step - start_step,  # by this process: a resume runs only the rest
+               **{k: final[k] for k in ("eval_accuracy", "eval_top5_accuracy", "eval_loss",
+                                        "eval_examples")},
+               "num_params": num_params,
+               "params_fingerprint": params_fingerprint(state.params, state.batch_stats),
+               "wall_seconds": round(time.time() - start_time, 2)}
+    if _is_chief():
+        _write_results(workdir, results)
+    logging.info("Final: step %d, eval accuracy %.4f (top-5 %.4f), %s parameters, %.1f s",
+                 step, results["eval_accuracy"], results["eval_top5_accuracy"],
+                 f"{num_params:,}", results["wall_seconds"])
+    return results
 
-    writer = metric_writers.create_default_writer(workdir, just_logging=not is_chief)
-    if int(state.step) == 0:
-        if is_chief:
-            # Host copies: statistics of global arrays computed on one process alone would
-            # be a computation the other processes never join.
-            parameter_overview.log_parameter_overview(jax.device_get(state.params))
-        writer.write_hparams({k: v for k, v in config.to_dict().items()
-                              if isinstance(v, (int, float, str, bool))})
-    logging.info("Model %s: %s parameters", config.model, f"{num_params:,}")
+
+def _train(config, run: Run, info: DatasetInfo, state: TrainState, checkpoints: Checkpoints,
+           writer, preemption: PreemptionWatch) -> tuple[TrainState, int, dict | None]:
+    """The loop, from the restored step to the last: the state, its step and the final
+    evaluation (None: preempted, after checkpointing the step reached). Evaluates every
+    `eval_every_steps` and at the end; checkpoints every `checkpoint_every_steps`, at the end
+    and on a signal; fetches the train metrics only at logs and checkpoints."""
+    from clu import periodic_actions
+
+    plan, mesh = run.plan, run.mesh
+    stored_record = RunRecord.of_run(config, info, jax.device_count(),
+                                     jax.process_count()).to_json()
     report_progress = periodic_actions.ReportProgress(num_train_steps=plan.total_steps,
                                                       writer=writer)
 
     def run_eval(step: int) -> dict[str, float]:
         logging.info("Evaluating at step %d", step)
-        metrics = evaluate(eval_step, state, eval_batches(config, info, mesh, plan))
+        metrics = evaluate(run.eval_step, state, eval_batches(config, info, mesh, plan))
         writer.write_scalars(step, {k: v for k, v in metrics.items() if k != "eval_examples"})
         logging.info("step %d: eval loss %.4f, top-1 %.4f, top-5 %.4f over %d examples", step,
                      metrics["eval_loss"], metrics["eval_accuracy"],
@@ -194,7 +190,7 @@ def _train_and_evaluate(config, workdir: str, preemption: PreemptionWatch,
 
     def save(step: int) -> None:
         logging.info("Saving checkpoint at step %d", step)
-        checkpoints.save(step, state, record)
+        checkpoints.save(step, state, stored_record)
 
     def run_eval_or_save(step: int) -> dict[str, float]:
         """An evaluation that fails (its data unreadable) first checkpoints the steps trained
@@ -209,78 +205,116 @@ def _train_and_evaluate(config, workdir: str, preemption: PreemptionWatch,
                             "the same command to resume") from None
 
     step = start_step = int(state.step)
-    final = None
     if config.eval_only:
-        if restored is None:
-            raise UserError(f"eval_only=True but {checkpoints.directory} holds no checkpoint")
-        final = run_eval(step)
-    else:
-        pending: list[tuple[int, dict]] = []  # per-step metrics on the device, fetched at logs
-        skipped, first_step = 0, step
-        batches = train_batches(config, info, mesh, start_step=step)
-        if step < plan.total_steps:
-            train_step, batches = _checked_for_device_memory(train_step, state, batches)
-        while step < plan.total_steps:
-            state, metrics = train_step(state, next(batches))
-            step += 1
-            pending.append((step, metrics))
-            report_progress(step)
-            preempted = preemption.requested(step, checkpoints)
-            checkpoint_now = (step % config.checkpoint_every_steps == 0
-                              or step == plan.total_steps or preempted)
-            if step % config.log_every_steps == 0 or checkpoint_now:
-                skipped += _log_train_metrics(writer, pending, config.skip_nonfinite)
-                pending = []
-            if step == plan.total_steps and skipped == step - first_step:
-                raise TrainingDiverged(
-                    f"every one of the {skipped} steps of this run had a non-finite loss or "
-                    "update and was skipped: the model did not train and no results were "
-                    "written. Lower the learning rate")
-            if preempted:
-                save(step)
-                checkpoints.wait()
-                checkpoints.close()
-                writer.flush()
-                logging.warning("Preempted: checkpoint at step %d written; exiting. Rerun "
-                                "the same command to resume.", step)
-                return {"step": step, "preempted": True}
-            if step % plan.eval_every_steps == 0 or step == plan.total_steps:
-                final = run_eval_or_save(step)
-            if checkpoint_now:
-                save(step)
-        if skipped:
-            logging.warning("%d steps had a non-finite loss and were skipped", skipped)
-        final = final or run_eval(step)
-    checkpoints.wait()
-    checkpoints.close()
-
-    results = {"step": step,
-               "steps_run": step - start_step,  # by this process: a resume runs only the rest
-               **{k: final[k] for k in ("eval_accuracy", "eval_top5_accuracy", "eval_loss",
-                                        "eval_examples")},
-               "num_params": num_params,
-               "params_fingerprint": params_fingerprint(state.params, state.batch_stats),
-               "wall_seconds": round(time.time() - start_time, 2)}
-    if is_chief:
-        try:
-            safe_files.write_atomically(os.path.join(workdir, "results.json"),
-                                        json.dumps(results, indent=2))
-        except OSError as err:
-            reason = "disk full" if err.errno == 28 else (err.strerror or str(err))
-            raise UserError(f"cannot write {workdir}/results.json ({reason}); the checkpoint "
-                            f"of step {step} holds the trained model") from None
-    writer.flush()
-    logging.info("Final: step %d, eval accuracy %.4f (top-5 %.4f), %s parameters, %.1f s",
-                 step, results["eval_accuracy"], results["eval_top5_accuracy"],
-                 f"{num_params:,}", results["wall_seconds"])
-    return results
+        return state, step, run_eval(step)
+    final = None
+    pending: list[tuple[int, dict]] = []  # per-step metrics on the device, fetched at logs
+    skipped = 0
+    train_step, batches = run.train_step, train_batches(config, info, mesh, start_step=step)
+    if step < plan.total_steps:
+        train_step, batches = _checked_for_device_memory(train_step, state, batches)
+    while step < plan.total_steps:
+        state, metrics = train_step(state, next(batches))
+        step += 1
+        pending.append((step, metrics))
+        report_progress(step)
+        preempted = preemption.requested(step, checkpoints)
+        checkpoint_now = (step % config.checkpoint_every_steps == 0
+                          or step == plan.total_steps or preempted)
+        if step % config.log_every_steps == 0 or checkpoint_now:
+            skipped += _log_train_metrics(writer, pending, config.skip_nonfinite)
+            pending = []
+        if step == plan.total_steps and skipped == step - start_step:
+            raise TrainingDiverged(
+                f"every one of the {skipped} steps of this run had a non-finite loss or "
+                "update and was skipped: the model did not train and no results were "
+                "written. Lower the learning rate")
+        if preempted:
+            save(step)
+            return state, step, None
+        if step % plan.eval_every_steps == 0 or step == plan.total_steps:
+            final = run_eval_or_save(step)
+        if checkpoint_now:
+            save(step)
+    if skipped:
+        logging.warning("%d steps had a non-finite loss and were skipped", skipped)
+    return state, step, final or run_eval(step)
 
 
-def _warn_of_another_device_count(record: dict) -> None:
+def _is_chief() -> bool:
+    """Process 0 writes what one copy suffices of: results, TensorBoard events, the overview."""
+    return jax.process_index() == 0
+
+
+def _log_mesh(config, run: Run) -> None:
+    logging.info("Mesh %s over %d process(es) (device ids by process: %s); global batch %d, "
+                 "%d per process; %d steps (%d per epoch)", dict(run.mesh.shape),
+                 jax.process_count(), sharding.devices_by_process(run.mesh), config.batch_size,
+                 config.batch_size // jax.process_count(), run.plan.total_steps,
+                 run.plan.steps_per_epoch)
+
+
+def _restored_or_initial_state(config, run: Run, info: DatasetInfo,
+                               checkpoints: Checkpoints) -> TrainState:
+    """The state of the newest checkpoint that restores (its record's config checked against
+    this one), else the fresh state with the weights of `config.init_from`, else the fresh
+    state of `config.seed`."""
+    state = create_replicated_state(run.model, run.tx, config.seed, info.image_shape, run.mesh)
+    stored_records: list[RunRecord] = []
+
+    def check_record(record: RunRecord) -> None:
+        validation.check_resume(record.config, config,
+                                f"the checkpoint in {checkpoints.directory}")
+        stored_records.append(record)
+
+    restored = checkpoints.restore_latest(state, check_record)
+    if restored is None and config.eval_only:
+        raise UserError(f"eval_only=True but {checkpoints.directory} holds no checkpoint")
+    if restored is None:
+        return _warm_start(config, run, state) if config.init_from else state
+    step, state = restored
+    if int(state.step) != step:
+        raise UserError(f"{checkpoints.directory}/{step} holds the state of step "
+                        f"{int(state.step)}: the step directory was renamed; rename it back "
+                        f"to {int(state.step)} (or move it away) and rerun")
+    logging.info("Resumed from checkpoint at step %d", step)
+    _warn_of_another_device_count(stored_records[-1])
+    if step > run.plan.total_steps and not config.eval_only:
+        raise UserError(f"{checkpoints.directory} holds step {step}, past this run's "
+                        f"{run.plan.total_steps} steps: raise num_train_steps/num_epochs, or "
+                        "use --config.eval_only=True to evaluate it")
+    return state
+
+
+def _log_start(config, state: TrainState, writer) -> None:
+    """A fresh run logs its parameter overview and hyperparameters; every run its size."""
+    from clu import parameter_overview
+
+    if int(state.step) == 0:
+        if _is_chief():
+            # Host copies: statistics of global arrays computed on one process alone would
+            # be a computation the other processes never join.
+            parameter_overview.log_parameter_overview(jax.device_get(state.params))
+        writer.write_hparams({k: v for k, v in config.to_dict().items()
+                              if isinstance(v, (int, float, str, bool))})
+    logging.info("Model %s: %s parameters", config.model, f"{count_params(state.params):,}")
+
+
+def _write_results(workdir: str, results: dict[str, Any]) -> None:
+    try:
+        safe_files.write_atomically(os.path.join(workdir, "results.json"),
+                                    json.dumps(results, indent=2))
+    except OSError as err:
+        reason = "disk full" if err.errno == 28 else (err.strerror or str(err))
+        raise UserError(f"cannot write {workdir}/results.json ({reason}); the checkpoint "
+                        f"of step {results['step']} holds the trained model") from None
+
+
+def _warn_of_another_device_count(record: RunRecord) -> None:
     """A checkpoint resumed on another number of devices or processes trains on correctly, but
     the examples each process loads and the order of the gradient sums change: say so in one
     line, since the result will not be bit-identical to an uninterrupted run's."""
-    before = (record.get("num_devices"), record.get("num_processes"))
+    before = (record.num_devices, record.num_processes)
     now = (jax.device_count(), jax.process_count())
     if before[0] is not None and before != now:
         logging.warning("Resuming a checkpoint written on %d device(s) in %d process(es) on %d "
@@ -321,12 +355,13 @@ def _checked_for_device_memory(train_step, state: TrainState,
     return compiled, itertools.chain([first], batches)
 
 
-def _warm_start(config, model, tx, state: TrainState, replicated) -> TrainState:
+def _warm_start(config, run: Run, state: TrainState) -> TrainState:
     """The fresh state with the variables of `config.init_from` and a new optimizer state."""
     from sharesnet_jax.training import warm_start
 
+    replicated, tx = sharding.replicated(run.mesh), run.tx
     variables = warm_start.initial_variables(
-        config.init_from, config.model, model,
+        config.init_from, config.model, run.model,
         {"params": state.params, "batch_stats": state.batch_stats})
     variables = jax.device_put(variables, replicated)
     logging.info("Initialised the model from %s", config.init_from)

@@ -28,9 +28,8 @@ TORCH_SUFFIXES = (".pth", ".pt")
 def _from_checkpoint(source: str) -> tuple[dict, str, dict]:
     """Variables (loop layout), model name and sharing recorded with the checkpoint."""
     record, variables = read_checkpoint(source)
-    config = record["config"]
-    overrides = {"share": config["share"]} if config["share"] is not None else {}
-    return variables, config["model"], overrides
+    share = record.config["share"]
+    return variables, record.config["model"], {"share": share} if share is not None else {}
 
 
 def source_variables(source: str, model_name: str, model: Any) -> dict:

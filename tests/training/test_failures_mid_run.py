@@ -103,7 +103,7 @@ def _truncate_state(step_dir) -> None:
 def test_init_from_a_workdir_with_a_truncated_newest_checkpoint_uses_the_previous(workdir, caplog):
     _truncate_state(workdir / "checkpoints" / "4")
     record, variables = read_checkpoint(str(workdir))
-    assert record["config"]["model"] == "cifar_sharesnet8"
+    assert record.config["model"] == "cifar_sharesnet8"
     assert "Passed over unreadable checkpoint(s)" in caplog.text and "/4 (" in caplog.text
     _truncate_state(workdir / "checkpoints" / "2")
     with pytest.raises(UserError, match=r"cannot read the checkpoint \S+/4 .* nor 1 older") as e:

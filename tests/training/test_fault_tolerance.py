@@ -5,6 +5,7 @@ import json
 import logging
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,7 +19,7 @@ import pytest
 from sharesnet_jax import train
 from sharesnet_jax.errors import UserError
 from sharesnet_jax.training.trainer import TrainingDiverged
-from tests.helpers import ROOT, tiny_config
+from tests.helpers import ROOT, as_first_records, rewrite_records, tiny_config
 
 # A run small enough to restart many times: ResNet-14 (shared), 16 steps of 32 digits,
 # checkpoints every 4 steps, evaluation every 6.
@@ -28,9 +29,15 @@ CLI_OVERRIDES = [f"--config.{k}={v}" for k, v in RUN_FIELDS.items()]
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory, data_dir):
+def uninterrupted_run(tmp_path_factory, data_dir):
     workdir = tmp_path_factory.mktemp("uninterrupted")
-    return train.train_and_evaluate(tiny_config(data_dir=data_dir, **RUN_FIELDS), str(workdir))
+    return workdir, train.train_and_evaluate(tiny_config(data_dir=data_dir, **RUN_FIELDS),
+                                             str(workdir))
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(uninterrupted_run):
+    return uninterrupted_run[1]
 
 
 class Run:
@@ -129,6 +136,29 @@ def test_unreadable_latest_checkpoint_is_skipped_with_a_warning(tmp_path, data_d
     assert results["steps_run"] == RUN_FIELDS["num_train_steps"] - 4  # from the good one, 4
     assert any(name.startswith("8-") for name in os.listdir(f"{checkpoints}.skipped"))
     assert results["params_fingerprint"] == uninterrupted["params_fingerprint"]
+
+
+def test_a_checkpoint_of_the_first_version_resumes_and_a_malformed_record_stops(
+        tmp_path, data_dir, uninterrupted_run):
+    """Records without the devices and the newer config fields resume (those runs had the
+    schema's defaults); a record that is no longer one is a one-line error naming its file,
+    and nothing is moved aside."""
+    finished, results = uninterrupted_run
+    older = tmp_path / "older"
+    shutil.copytree(finished / "checkpoints", older / "checkpoints")
+    as_first_records(older)
+    config = tiny_config(data_dir=data_dir, **{**RUN_FIELDS, "num_train_steps": 18})
+    resumed = train.train_and_evaluate(config, str(older))
+    assert (resumed["step"], resumed["steps_run"]) == (18, 2)
+    damaged = tmp_path / "damaged"
+    shutil.copytree(finished / "checkpoints", damaged / "checkpoints")
+    newest = rewrite_records(damaged, lambda record: {**record, "image_shape": [32, 32]})[-1]
+    steps = sorted(os.listdir(damaged / "checkpoints"))
+    with pytest.raises(UserError, match=f"^{newest} holds image_shape=\\[32, 32\\], expected 3 "
+                                        "positive integers") as error:
+        train.train_and_evaluate(config, str(damaged))
+    assert "\n" not in str(error.value)
+    assert sorted(os.listdir(damaged / "checkpoints")) == steps
 
 
 def test_nonfinite_loss_halts_before_any_checkpoint_of_it(tmp_path, data_dir):

@@ -82,7 +82,7 @@ def test_predict_preprocesses_an_imagenet_style_run_as_its_evaluation(run):
         views.append(view)
     record, variables = read_checkpoint(str(workdir))
     model = create_model("cifar_sharesnet8", num_classes=10)
-    normalised = (np.stack(views).astype(np.float32) - np.float32(record["mean"])) / np.float32(
-        record["std"])
+    normalised = (np.stack(views).astype(np.float32) - np.float32(record.mean)) / np.float32(
+        record.std)
     logits = model.apply(variables, normalised, train=False)
     np.testing.assert_allclose(predictor(images), jax.nn.softmax(logits), rtol=1e-4, atol=1e-6)
