@@ -139,12 +139,14 @@ def _train_and_evaluate(config, workdir: str, preemption: PreemptionWatch,
     _log_start(config, state, writer)
 
     # ---- Train and evaluate (or only evaluate); a preempted run ends with its checkpoint.
-    state, step, final = _train(config, run, info, state, checkpoints, writer, preemption)
-
-    # ---- Finish: the one end of a finished and of a preempted run.
-    checkpoints.wait()
-    checkpoints.close()
-    writer.flush()
+    try:
+        state, step, final = _train(config, run, info, state, checkpoints, writer, preemption)
+    finally:
+        # ---- Finish: the one end of a run, finished, preempted or stopped by an error: the
+        # checkpoint being written completes, and the events written so far reach the disk.
+        checkpoints.wait()
+        checkpoints.close()
+        writer.flush()
     if final is None:
         logging.warning("Preempted: checkpoint at step %d written; exiting. Rerun the same "
                         "command to resume.", step)
