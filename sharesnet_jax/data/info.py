@@ -7,6 +7,8 @@ import dataclasses
 import math
 from typing import Any
 
+from sharesnet_jax.data import digits
+
 # Training augmentation styles a pipeline applies; a config may also say 'auto' (chosen from the
 # dataset: ImageNet style for ImageNet and any dataset of variable-size images, else CIFAR style).
 AUGMENT_STYLES = ('cifar', 'imagenet', 'none')
@@ -14,9 +16,10 @@ AUGMENT_CHOICES = ('auto', *AUGMENT_STYLES)
 
 # Classes of the datasets the recipes name, known without opening them (planning a run whose
 # data is not on this machine); any other dataset states its own when opened.
-KNOWN_NUM_CLASSES = {'digits': 10, 'cifar10': 10, 'cifar100': 100, 'imagenet2012': 1000}
-KNOWN_TRAIN_EXAMPLES = {'digits': 1_497, 'cifar10': 50_000, 'cifar100': 50_000,
-                        'imagenet2012': 1_281_167}
+KNOWN_NUM_CLASSES = {'digits': digits.NUM_CLASSES, 'cifar10': 10, 'cifar100': 100,
+                     'imagenet2012': 1000}
+KNOWN_TRAIN_EXAMPLES = {'digits': digits.NUM_TRAIN_EXAMPLES, 'cifar10': 50_000,
+                        'cifar100': 50_000, 'imagenet2012': 1_281_167}
 
 # Per-channel (mean, std), 0..1 units, that the paper's training codes normalised with. The Wide
 # ResNet code (train.lua L57-66) uses CIFAR-10's mean {125.3, 123.0, 113.9} / std

@@ -10,8 +10,10 @@ Design goals, in order:
 * Multi-host safety. Each process reads a disjoint share of a split. Training takes the same
   number of steps on every process, and evaluation yields the same number of (masked) batches on
   every process, so collective ops in jitted steps never wait for a process that ran out of data.
+* Offline first. Nothing downloads unless asked (`sources.open_source(..., download=True)`); a
+  missing dataset is a one-line ValueError that says how to prepare it.
 * Explicit arguments. Every function takes the opened dataset (`sources.Source`, opened once per
-  run by `sources.open_source`) and the few values it needs, never a training config.
+  run) and the few values it needs, never a training config.
 
 Images come out as uint8 (N, H, W, C) and labels as int32 (N,); normalisation by `DatasetInfo.mean`
 and `.std` is left to the device, which is cheaper than moving float32 images to it.
