@@ -5,14 +5,14 @@
 
 A CPU benchmark: it builds two datasets offline in a temporary directory with
 `tfds.dataset_builders.store_as_tfds_dataset`, then times the real training stream,
-`pipeline.train_batches(config, load_info(config), local_batch_size=...)` (shuffle,
+`pipeline.train_batches(source, load_info(source), seed=0, local_batch_size=...)` (shuffle,
 stateless augmentation, batching, prefetch, numpy conversion), on each:
 
 * CIFAR-like: 32x32x3 random uint8 images, stored as TFDS stores CIFAR (PNG), 10 classes; the
   'cifar' augmentation (reflect-pad 4, random 32x32 crop, flip) after TFDS decodes the PNG.
 * ImageNet-like: JPEG files (quality 90) of smooth random images of varying sizes around
   400x350, 1000 classes; the feature is `tfds.features.Image(encoding_format='jpeg')`, so the
-  pipeline takes its JPEG path (checked: `input_pipeline._is_jpeg`): the bytes skip TFDS
+  pipeline takes its JPEG path (checked: `sources.is_jpeg`): the bytes skip TFDS
   decoding and `decode_and_crop_jpeg` decodes only the random-resized-crop window, then the
   crop is resized to 224x224 and flipped.
 
@@ -123,14 +123,13 @@ def write_imagenet_like(data_dir: str, num_examples: int, seed: int = 0) -> floa
 def measure(name: str, data_dir: str, batch: int, warmup_batches: int, batches: int,
             shuffle_buffer: int) -> dict:
     from sharesnet_jax.data import pipeline, sources
-    from sharesnet_jax.training.config import base_config
 
-    config = base_config()
-    config.update(dataset=name, data_dir=data_dir, seed=0, shuffle_buffer=shuffle_buffer)
-    info = pipeline.load_info(config)
-    jpeg_path = info.augment == "imagenet" and sources.is_jpeg(sources.open_source(config))
+    source = sources.open_source(name, data_dir)
+    info = pipeline.load_info(source)
+    jpeg_path = info.augment == "imagenet" and sources.is_jpeg(source)
     start = time.perf_counter()
-    stream = pipeline.train_batches(config, info, local_batch_size=batch)
+    stream = pipeline.train_batches(source, info, seed=0, local_batch_size=batch,
+                                    shuffle_buffer=shuffle_buffer)
     for _ in range(warmup_batches):
         first = next(stream)
     warm = time.perf_counter()

@@ -54,3 +54,43 @@ def rewrite_records(workdir: pathlib.Path, change) -> list[pathlib.Path]:
         record = json.loads(path.read_text())
         path.write_text(json.dumps(change(record)))
     return files
+
+
+def write_tiny_tfds_dataset(data_dir, name: str, split_sizes: dict[str, int], *,
+                            image_sizes: tuple[int, int] = (24, 72), seed: int = 0) -> str:
+    """Writes a real, prepared TFDS dataset `name` into `data_dir` and returns `data_dir`.
+
+    `name` is a registered TFDS builder ('cifar10', 'imagenet2012', ...): the files carry its own
+    version and features (JPEG for ImageNet, its 1000 ClassLabel names), so
+    `tfds.builder(name, data_dir=...)` opens it like the real prepared dataset, only with
+    `split_sizes` random examples; variable-size images are drawn between `image_sizes`.
+    """
+    import numpy as np
+    import tensorflow_datasets as tfds
+
+    builder = tfds.builder(name, data_dir=str(data_dir))
+    features = builder.info.features
+    rng = np.random.default_rng(seed)
+
+    def example(index: int) -> dict:
+        values = {}
+        for key, feature in features.items():
+            if isinstance(feature, tfds.features.Image):
+                height, width = (size or int(rng.integers(*image_sizes))
+                                 for size in feature.shape[:2])
+                values[key] = rng.integers(0, 256, (height, width, feature.shape[2]), np.uint8)
+            elif isinstance(feature, tfds.features.ClassLabel):
+                values[key] = int(rng.integers(feature.num_classes))
+            else:  # a Text id or file name
+                values[key] = f"{key}-{index}"
+        return values
+
+    first = 0
+    split_datasets = {}
+    for split, size in split_sizes.items():
+        split_datasets[split] = [(key, example(key)) for key in range(first, first + size)]
+        first += size
+    tfds.dataset_builders.store_as_tfds_dataset(
+        name=name, version=str(builder.version), features=features,
+        split_datasets=split_datasets, data_dir=str(data_dir))
+    return str(data_dir)

@@ -57,6 +57,37 @@ def test_imports_respect_the_layers(path):
     assert not any(name.startswith("jax._src") for name in imports), "private JAX module"
 
 
+DATA_MODULES = [path for path in MODULES if _layer(path) == "data"]
+CONFIG_NAMES = {"config", "cfg"}  # what callers name a training ConfigDict
+
+
+def _reads_of_a_config(path) -> list[str]:
+    """Where `path` takes or reads a training config: a parameter named like one, an attribute
+    of a name like one (`config.seed`), or an import of the schema (training/, ml_collections)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            arguments = node.args
+            for argument in (*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs,
+                             arguments.vararg, arguments.kwarg):
+                if argument is not None and argument.arg in CONFIG_NAMES:
+                    found.append(f"line {node.lineno}: parameter {argument.arg!r}")
+        elif (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+              and node.value.id in CONFIG_NAMES):
+            found.append(f"line {node.lineno}: {node.value.id}.{node.attr}")
+    for name in _imports(path):
+        if name.startswith(("sharesnet_jax.training", "ml_collections")):
+            found.append(f"imports {name}")
+    return found
+
+
+@pytest.mark.parametrize("path", DATA_MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_the_data_layer_never_reads_the_training_config(path):
+    """data/ takes an opened dataset and plain values (issue 24), so its dependence on the
+    schema is visible in its signatures instead of hidden in `config.FIELD` reads."""
+    assert not _reads_of_a_config(path), _reads_of_a_config(path)
+
+
 def test_preflight_builds_on_training_and_training_never_imports_it():
     """The planner compiles the trainer's own steps (so it must import training); the trainer's
     device checks live in training (so training needs nothing of the planner)."""

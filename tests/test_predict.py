@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from sharesnet_jax import predict, train
-from sharesnet_jax.data import digits, pipeline
+from sharesnet_jax.data import digits, pipeline, sources
 from sharesnet_jax.errors import UserError
 from tests.helpers import ROOT, as_first_records, rewrite_records, tiny_config
 
@@ -47,10 +47,9 @@ def test_prediction_sees_what_evaluation_saw(trained, data_dir):
     workdir, _ = trained
     predictor = predict.load(str(workdir))
     predictor.augment, predictor.image_shape = "imagenet", (24, 24, 3)
-    config = tiny_config(data_dir=data_dir, augment="imagenet",
-                         image_size=24)
-    info = pipeline.load_info(config)
-    batch = next(pipeline.eval_batches(config, info, local_batch_size=16))
+    source = sources.open_source("digits", data_dir)
+    info = pipeline.load_info(source, augment="imagenet", image_size=24)
+    batch = next(pipeline.eval_batches(source, info, local_batch_size=16))
     images, _ = digits.load_digit_splits()["test"]
     for image, expected in zip(images[:16], batch["image"]):
         got = predictor.preprocess(image)

@@ -23,8 +23,10 @@ DATASET_NAME = 'sharesnet_digits'
 DATASET_VERSION = '1.0.0'
 IMAGE_SIZE = 32
 NUM_CLASSES = 10
+NUM_EXAMPLES = 1_797  # scikit-learn's load_digits()
 # 30 test images per class: 300 test, 1,497 train; every class is equally represented in test.
 TEST_EXAMPLES_PER_CLASS = 30
+NUM_TRAIN_EXAMPLES = NUM_EXAMPLES - NUM_CLASSES * TEST_EXAMPLES_PER_CLASS
 # The split must never change between runs or machines, or reported accuracies are not comparable.
 SPLIT_SEED = 20160725
 _SKLEARN_MAX_VALUE = 16.0

@@ -2,7 +2,7 @@
 
 Design goals, in order:
 
-* Exact resume. The training stream is a pure function of (config.seed, step): epoch `e` is read
+* Exact resume. The training stream is a pure function of (seed, step): epoch `e` is read
   with a shuffle seeded by (seed, e) and every random augmentation draws from stateless TF ops
   seeded by (seed, e, position of the example in the epoch). Restarting at step k rebuilds epoch
   k // steps_per_epoch and skips the examples before it *before* augmenting them, so a resumed
@@ -10,8 +10,10 @@ Design goals, in order:
 * Multi-host safety. Each process reads a disjoint share of a split. Training takes the same
   number of steps on every process, and evaluation yields the same number of (masked) batches on
   every process, so collective ops in jitted steps never wait for a process that ran out of data.
-* Offline first. Nothing downloads unless `config.download` is true; a missing dataset becomes a
-  one-line ValueError that says how to prepare it, instead of minutes of retries and a traceback.
+* Offline first. Nothing downloads unless asked (`sources.open_source(..., download=True)`); a
+  missing dataset is a one-line ValueError that says how to prepare it.
+* Explicit arguments. Every function takes the opened dataset (`sources.Source`, opened once per
+  run) and the few values it needs, never a training config.
 
 Images come out as uint8 (N, H, W, C) and labels as int32 (N,); normalisation by `DatasetInfo.mean`
 and `.std` is left to the device, which is cheaper than moving float32 images to it.
@@ -19,6 +21,7 @@ and `.std` is left to the device, which is cheaper than moving float32 images to
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Iterator
 
@@ -30,64 +33,69 @@ import tensorflow as tf  # noqa: E402
 
 from sharesnet_jax.data import augment as ops  # noqa: E402
 from sharesnet_jax.data import sources  # noqa: E402
-from sharesnet_jax.data.info import DatasetInfo, num_eval_batches, steps_per_epoch  # noqa: E402
+from sharesnet_jax.data.info import (  # noqa: E402
+    KNOWN_MEAN_STD,
+    DatasetInfo,
+    num_eval_batches,
+    steps_per_epoch,
+)
 
 STATS_MAX_EXAMPLES = 2_000
 
-# Per-channel statistics (0..1 units) the paper's training code normalised with. The Wide ResNet
-# code (train.lua L57-66) uses CIFAR-10's mean {125.3, 123.0, 113.9} / std {63.0, 62.1, 66.7}
-# (0..255) for CIFAR-100 too; fb.resnet.torch's ColorNormalize holds ImageNet's.
-_CIFAR10_MEAN_STD = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
-_KNOWN_MEAN_STD = {
-    'cifar10': _CIFAR10_MEAN_STD,
-    'cifar100': _CIFAR10_MEAN_STD,
-    'imagenet2012': ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
-}
-
-# Distinct streams of randomness derived from one config.seed.
+# Distinct streams of randomness derived from one seed.
 _SHUFFLE_STREAM = 0
 _AUGMENT_STREAM = 1
 _FILE_ORDER_STREAM = 2
 
 
-def load_info(config) -> DatasetInfo:
-    """Opens the dataset named by `config` and describes what the pipelines will yield.
-
-    Raises a one-line ValueError, within seconds, when the dataset is not prepared offline.
-    """
-    source = sources.open_source(config)
+def load_info(
+    source: sources.Source,
+    *,
+    train_split: str = 'train',
+    eval_split: str | None = None,
+    augment: str = 'auto',
+    image_size: int | None = None,
+) -> DatasetInfo:
+    """What the pipelines will yield from `source` (see `sources.eval_split` for None, and
+    `sources.resolve_augment` / `sources.output_hw` for 'auto' and None)."""
     image_feature, label_feature = sources.image_and_label_features(source)
-    augment = sources.resolve_augment(config, source, image_feature)
-    height, width = sources.output_hw(config, image_feature, augment)
+    augment = sources.resolve_augment(augment, source, image_feature)
+    height, width = sources.output_hw(image_size, image_feature, augment)
     channels = image_feature.shape[-1] or 3
-    train_split = sources.train_split(config)
     mean, std = _mean_std(source, train_split, (height, width), augment)
     return DatasetInfo(
         name=source.name,
         num_classes=int(label_feature.num_classes),
         image_shape=(height, width, int(channels)),
         num_train_examples=sources.split_size(source, train_split),
-        num_eval_examples=sources.split_size(source, sources.eval_split(config, source)),
+        num_eval_examples=sources.split_size(source, sources.eval_split(source, eval_split)),
         mean=mean,
         std=std,
         augment=augment,
         class_names=sources.class_names(label_feature),
+        source=source,
     )
 
 
 def train_batches(
-    config,
+    source: sources.Source,
     info: DatasetInfo,
     *,
+    split: str = 'train',
+    seed: int,
     local_batch_size: int,
     start_step: int = 0,
     process_index: int = 0,
     process_count: int = 1,
+    shuffle_buffer: int = 0,
+    color_jitter: float = 0.0,
+    pca_lighting: float = 0.0,
 ) -> Iterator[dict[str, np.ndarray]]:
     """Infinite stream of this process's augmented training batches, from step `start_step` on.
 
     Batches are {'image': uint8 (B, H, W, C), 'label': int32 (B,)} with B = local_batch_size.
-    The stream from `start_step=k` equals an uninterrupted stream's batches k, k+1, ...
+    The stream is a pure function of (seed, step): from `start_step=k` it equals an
+    uninterrupted stream's batches k, k+1, ... `shuffle_buffer` 0 shuffles each epoch fully.
     """
     _check_positive('local_batch_size', local_batch_size)
     _check_process(process_index, process_count)
@@ -99,16 +107,20 @@ def train_batches(
             f'Global batch size {local_batch_size * process_count} exceeds the '
             f'{info.num_train_examples} training examples of {info.name!r}.'
         )
-    source = sources.open_source(config)
+    epoch_reader = _EpochReader(
+        source, info, split=split, seed=int(seed), shuffle_buffer=int(shuffle_buffer),
+        color_jitter=color_jitter, pca_lighting=pca_lighting,
+    )
     return _chain_epochs(
-        source, config, info, local_batch_size, num_steps, start_step, process_index, process_count
+        epoch_reader, local_batch_size, num_steps, start_step, process_index, process_count
     )
 
 
 def eval_batches(
-    config,
+    source: sources.Source,
     info: DatasetInfo,
     *,
+    split: str | None = None,
     local_batch_size: int,
     process_index: int = 0,
     process_count: int = 1,
@@ -121,10 +133,9 @@ def eval_batches(
     """
     _check_positive('local_batch_size', local_batch_size)
     _check_process(process_index, process_count)
-    source = sources.open_source(config)
     num_batches = num_eval_batches(info, local_batch_size * process_count)
     examples = sources.read(
-        source, sources.eval_split(config, source), process_index=process_index,
+        source, sources.eval_split(source, split), process_index=process_index,
         process_count=process_count,
     )
     examples = examples.map(
@@ -153,10 +164,21 @@ def eval_batches(
 # Training stream.
 
 
+@dataclasses.dataclass(frozen=True)
+class _EpochReader:
+    """What every epoch of one training stream is read and augmented with."""
+
+    source: sources.Source
+    info: DatasetInfo
+    split: str
+    seed: int
+    shuffle_buffer: int
+    color_jitter: float
+    pca_lighting: float
+
+
 def _chain_epochs(
-    source: sources.Source,
-    config,
-    info: DatasetInfo,
+    reader: _EpochReader,
     local_batch_size: int,
     num_steps: int,
     start_step: int,
@@ -167,7 +189,7 @@ def _chain_epochs(
     epoch, step_in_epoch = divmod(start_step, num_steps)
     while True:
         batches = _train_epoch(
-            source, config, info, epoch=epoch,
+            reader, epoch=epoch,
             first_example=step_in_epoch * local_batch_size,
             num_examples=num_steps * local_batch_size,
             local_batch_size=local_batch_size,
@@ -178,9 +200,7 @@ def _chain_epochs(
 
 
 def _train_epoch(
-    source: sources.Source,
-    config,
-    info: DatasetInfo,
+    reader: _EpochReader,
     *,
     epoch: int,
     first_example: int,
@@ -190,10 +210,10 @@ def _train_epoch(
     process_count: int,
 ) -> tf.data.Dataset:
     """Batches of one epoch, starting at example `first_example` of its fixed shuffled order."""
-    seed = int(config.seed)
+    source, info, seed = reader.source, reader.info, reader.seed
     skip_decoding = info.augment == 'imagenet' and sources.is_jpeg(source)
     examples = sources.read(
-        source, sources.train_split(config), process_index=process_index, process_count=process_count,
+        source, reader.split, process_index=process_index, process_count=process_count,
         file_order_seed=_derive_seed(seed, epoch, process_index, _FILE_ORDER_STREAM),
         skip_decoding=skip_decoding,
     )
@@ -204,15 +224,15 @@ def _train_epoch(
         return {
             'image': ops.train_image(example['image'], example_key, augment=info.augment,
                                     image_shape=info.image_shape,
-                                    color_jitter=config.color_jitter,
-                                    pca_lighting=config.pca_lighting),
+                                    color_jitter=reader.color_jitter,
+                                    pca_lighting=reader.pca_lighting),
             'label': example['label'],
         }
 
     batches = (
         examples.shuffle(
             # 0: the buffer holds the whole split, so each epoch is a full permutation.
-            int(config.shuffle_buffer) or info.num_train_examples,
+            reader.shuffle_buffer or info.num_train_examples,
             seed=_derive_seed(seed, epoch, process_index, _SHUFFLE_STREAM),
             reshuffle_each_iteration=False,
         )
@@ -249,8 +269,8 @@ def _mean_std(
     normalises identically.
     """
     base_name = sources.base_name(source.tfds_name)
-    if base_name in _KNOWN_MEAN_STD:
-        mean, std = _KNOWN_MEAN_STD[base_name]
+    if base_name in KNOWN_MEAN_STD:
+        mean, std = KNOWN_MEAN_STD[base_name]
         return tuple(255.0 * m for m in mean), tuple(255.0 * s for s in std)
     image_feature, _ = sources.image_and_label_features(source)
     shape = (*hw, int(image_feature.shape[-1] or 3))

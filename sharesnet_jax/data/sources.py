@@ -1,8 +1,8 @@
 """Opening TFDS datasets and reading their splits, with every failure worded for the user.
 
-Nothing downloads unless `config.download` is true; a dataset that is not prepared is a one-line
-ValueError within a fraction of a second that says how to prepare it, instead of minutes of
-download retries and a traceback. Each process reads a disjoint share of a split.
+Nothing downloads unless the caller asks (`download=True`); a dataset that is not prepared is a
+one-line ValueError within a fraction of a second that says how to prepare it, instead of
+minutes of download retries and a traceback. Each process reads a disjoint share of a split.
 """
 
 from __future__ import annotations
@@ -32,30 +32,28 @@ DEFAULT_IMAGENET_IMAGE_SIZE = 224
 
 @dataclasses.dataclass(frozen=True)
 class Source:
-    """An opened TFDS builder plus the facts every pipeline needs to read it."""
+    """An opened, prepared TFDS builder plus the names the error messages need.
+
+    Open it once per run (`open_source`) and hand it to every pipeline, as flax's imagenet
+    example hands its `dataset_builder` to `create_split`.
+    """
 
     builder: Any  # tfds.core.DatasetBuilder
-    name: str  # As given in config.dataset.
+    name: str  # As the user gave it ('digits' for the embedded one).
     tfds_name: str
-    data_dir: str  # Where it was looked for (the TFDS default when config.data_dir is None).
-    # False under tfds.testing.mock_data, where info.splits is empty and sub-splits are ignored.
-    split_sizes_known: bool
-
-_OPENED: dict[tuple, Source] = {}  # opened once per process: every evaluation re-reads it
+    data_dir: str  # Where it was looked for (the TFDS default when none was given).
 
 
-def open_source(config) -> Source:
-    # The builder class's __init__ too: under tfds.testing.mock_data it is another function.
-    key = (str(config.dataset), config.data_dir, config.download, config.manual_dir,
-           tfds.core.DatasetBuilder.__init__)
-    if key not in _OPENED:
-        _OPENED[key] = _open_source(config)
-    return _OPENED[key]
+def open_source(
+    dataset: str, data_dir: str | None = None, *, download: bool = False,
+    manual_dir: str | None = None,
+) -> Source:
+    """Opens `dataset` under `data_dir`, preparing it first only when `download` is true.
 
-
-def _open_source(config) -> Source:
-    name = str(config.dataset)
-    data_dir = config.data_dir or _default_data_dir()
+    Raises a one-line ValueError, within a second, when it is unknown or not prepared.
+    """
+    name = str(dataset)
+    data_dir = data_dir or _default_data_dir()
     tfds_name = name
     if name == DIGITS:
         try:
@@ -84,37 +82,30 @@ def _open_source(config) -> Source:
         raise ValueError(
             f'Unknown dataset {name!r} (data_dir {data_dir!r}): {first_line(error)}'
         ) from None
-    source = Source(
-        builder=builder, name=name, tfds_name=tfds_name, data_dir=data_dir,
-        split_sizes_known=bool(builder.info.splits),
-    )
-    _prepare_or_explain(source, config)
+    source = Source(builder=builder, name=name, tfds_name=tfds_name, data_dir=data_dir)
+    _prepare_or_explain(source, download, manual_dir)
     return source
 
 
-def _prepare_or_explain(source: Source, config) -> None:
+def _prepare_or_explain(source: Source, download: bool, manual_dir: str | None) -> None:
     """Downloads when asked to; otherwise fails fast (0.2 s, not 200 s of retries) when absent."""
     if source.builder.is_prepared():
         return
-    if config.download:
-        download_config = tfds.download.DownloadConfig(manual_dir=config.manual_dir)
-        try:
-            source.builder.download_and_prepare(download_config=download_config)
-        except Exception as error:  # noqa: BLE001 - any failure here means "could not prepare".
-            raise ValueError(
-                f'Could not download/prepare dataset {source.name!r} into data_dir '
-                f'{source.data_dir!r}: {first_line(error)}{_manual_note(source)}'
-            ) from None
-        return
-    # Not prepared: either really absent, or tfds.testing.mock_data, whose as_dataset works.
-    as_dataset(source, train_split(config))
+    if not download:
+        raise ValueError(_absent_message(source)) from None
+    download_config = tfds.download.DownloadConfig(manual_dir=manual_dir)
+    try:
+        source.builder.download_and_prepare(download_config=download_config)
+    except Exception as error:  # noqa: BLE001 - any failure here means "could not prepare".
+        raise ValueError(
+            f'Could not download/prepare dataset {source.name!r} into data_dir '
+            f'{source.data_dir!r}: {first_line(error)}{_manual_note(source)}'
+        ) from None
 
 
 def as_dataset(source: Source, split, **kwargs) -> tf.data.Dataset:
     try:
         return source.builder.as_dataset(split=split, **kwargs)
-    except AssertionError:  # TFDS's way of saying "no prepared data here".
-        raise ValueError(_absent_message(source)) from None
     except (ValueError, KeyError) as error:  # An unknown split, typically.
         raise ValueError(
             f'Cannot read split {split!r} of dataset {source.name!r} (data_dir '
@@ -135,8 +126,7 @@ def read(
 
     `file_order_seed` shuffles the order of the files (training); None reads them in order.
     """
-    use_even_splits = source.split_sizes_known and process_count > 1
-    if use_even_splits:
+    if process_count > 1:
         split = tfds.even_splits(split, process_count)[process_index]
     examples = as_dataset(
         source,
@@ -146,8 +136,6 @@ def read(
         decoders={'image': tfds.decode.SkipDecoding()} if skip_decoding else None,
         read_config=tfds.ReadConfig(shuffle_seed=file_order_seed, try_autocache=False),
     )
-    if process_count > 1 and not use_even_splits:  # mock_data ignores sub-splits: shard instead.
-        examples = examples.shard(process_count, process_index)
     return examples.map(
         lambda example: {'image': example['image'], 'label': tf.cast(example['label'], tf.int32)},
         num_parallel_calls=tf.data.AUTOTUNE,
@@ -155,20 +143,14 @@ def read(
 
 def split_size(source: Source, split: str) -> int:
     """The examples `split` selects, with the files of the split it reads checked first."""
-    if source.split_sizes_known:
-        try:
-            size = int(source.builder.info.splits[split].num_examples)
-        except (KeyError, ValueError) as error:
-            raise ValueError(
-                f'Dataset {source.name!r} has no split {split!r}: {first_line(error)}'
-            ) from None
-        check_split_files(source, split)
-        return size
-    examples = as_dataset(source, split)  # mock_data: count what it yields.
-    cardinality = int(examples.cardinality())
-    if cardinality >= 0:
-        return cardinality
-    return int(examples.reduce(0, lambda count, _: count + 1))
+    try:
+        size = int(source.builder.info.splits[split].num_examples)
+    except (KeyError, ValueError) as error:
+        raise ValueError(
+            f'Dataset {source.name!r} has no split {split!r}: {first_line(error)}'
+        ) from None
+    check_split_files(source, split)
+    return size
 
 # A TFRecord holds each example behind 16 bytes of framing: its length and two checksums.
 _TFRECORD_FRAMING_BYTES = 16
@@ -224,9 +206,8 @@ def image_and_label_features(source: Source):
     return image_feature, label_feature
 
 
-def resolve_augment(config, source: Source, image_feature) -> str:
+def resolve_augment(augment: str, source: Source, image_feature) -> str:
     """'auto': ImageNet-style for ImageNet and for any dataset whose images vary in size."""
-    augment = str(config.augment)
     if augment in AUGMENT_STYLES:
         return augment
     variable_size = None in tuple(image_feature.shape[:2])
@@ -234,8 +215,8 @@ def resolve_augment(config, source: Source, image_feature) -> str:
     return 'imagenet' if is_imagenet or variable_size else 'cifar'
 
 
-def output_hw(config, image_feature, augment: str) -> tuple[int, int]:
-    image_size = config.image_size
+def output_hw(image_size: int | None, image_feature, augment: str) -> tuple[int, int]:
+    """`image_size` square when given, else the dataset's (or its style's) size."""
     if image_size:
         return int(image_size), int(image_size)
     if augment == 'imagenet':
@@ -246,20 +227,11 @@ def output_hw(config, image_feature, augment: str) -> tuple[int, int]:
     return DEFAULT_CIFAR_IMAGE_SIZE, DEFAULT_CIFAR_IMAGE_SIZE
 
 
-def train_split(config) -> str:
-    return str(config.train_split)
-
-
-def eval_split(config, source: Source) -> str:
-    """config.eval_split, else 'test' when the dataset has one, else 'validation'."""
-    eval_split = config.eval_split
-    if eval_split:
-        return str(eval_split)
-    split_names = set(source.builder.info.splits.keys())
-    if split_names:
-        return 'test' if 'test' in split_names else 'validation'
-    # mock_data knows no split names; ImageNet's held-out split is its validation set.
-    return 'validation' if base_name(source.tfds_name).startswith('imagenet') else 'test'
+def eval_split(source: Source, requested: str | None) -> str:
+    """`requested`, else 'test' when the dataset has one, else 'validation' (ImageNet's)."""
+    if requested:
+        return str(requested)
+    return 'test' if 'test' in source.builder.info.splits else 'validation'
 
 
 def class_names(label_feature) -> tuple[str, ...]:
@@ -291,7 +263,7 @@ def _absent_message(source: Source) -> str:
     )
     return (
         f'Dataset {source.name!r} is not prepared in data_dir {source.data_dir!r} and downloading '
-        f'is off (config.download=False). Prepare it once with: {prepare}, or rerun with '
+        f'is off (download=False). Prepare it once with: {prepare}, or rerun with '
         f'--config.download=True.{_manual_note(source)}'
     )
 

@@ -9,13 +9,15 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Sharding
 
-from sharesnet_jax.data.info import DatasetInfo
+from sharesnet_jax.data.info import KNOWN_TRAIN_EXAMPLES, DatasetInfo
 
 NAME = "synthetic"
 
 
-def synthetic_info(image_size: int, num_classes: int, num_train_examples: int = 50_000,
+def synthetic_info(image_size: int, num_classes: int,
+                   num_train_examples: int = KNOWN_TRAIN_EXAMPLES['cifar10'],
                    num_eval_examples: int = 1_000) -> DatasetInfo:
+    """A CIFAR-sized epoch by default, so that epoch-based step counts stay meaningful."""
     return DatasetInfo(name=NAME, num_classes=num_classes, image_shape=(image_size, image_size, 3),
                        num_train_examples=num_train_examples, num_eval_examples=num_eval_examples,
                        mean=(127.5,) * 3, std=(64.0,) * 3, augment="none",

@@ -47,11 +47,16 @@ def load_dataset_info(config) -> DatasetInfo:
         family = model_spec(config.model).family
         return synthetic.synthetic_info(config.image_size or family.image_size,
                                         config.num_classes or family.num_classes)
-    from sharesnet_jax.data import checks, pipeline  # TensorFlow: imported only for real data.
+    # TensorFlow: imported only for real data.
+    from sharesnet_jax.data import checks, pipeline, sources
 
     try:
         with checks.readable_files(config.dataset, config.data_dir):
-            return pipeline.load_info(config)
+            source = sources.open_source(config.dataset, config.data_dir,
+                                         download=config.download, manual_dir=config.manual_dir)
+            return pipeline.load_info(source, train_split=config.train_split,
+                                      eval_split=config.eval_split, augment=config.augment,
+                                      image_size=config.image_size)
     except UserError:
         raise
     except ValueError as err:

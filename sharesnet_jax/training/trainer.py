@@ -45,9 +45,11 @@ def train_batches(config, info: DatasetInfo, mesh, start_step: int) -> Iterator[
     from sharesnet_jax.data import checks, pipeline
 
     batches = pipeline.train_batches(
-        config, info, local_batch_size=config.batch_size // jax.process_count(),
+        info.source, info, split=config.train_split, seed=config.seed,
+        local_batch_size=config.batch_size // jax.process_count(),
         start_step=start_step, process_index=jax.process_index(),
-        process_count=jax.process_count())
+        process_count=jax.process_count(), shuffle_buffer=config.shuffle_buffer,
+        color_jitter=config.color_jitter, pca_lighting=config.pca_lighting)
     return sharding.prefetch_to_mesh(
         checks.checked_batches(iter(batches), info, config.data_dir, start_step), mesh)
 
@@ -60,7 +62,8 @@ def eval_batches(config, info: DatasetInfo, mesh, plan: Plan) -> Iterator[dict]:
     from sharesnet_jax.data import checks, pipeline
 
     batches = pipeline.eval_batches(
-        config, info, local_batch_size=config.eval_batch_size // jax.process_count(),
+        info.source, info, split=config.eval_split,
+        local_batch_size=config.eval_batch_size // jax.process_count(),
         process_index=jax.process_index(), process_count=jax.process_count())
     return sharding.prefetch_to_mesh(checks.checked_batches(iter(batches), info,
                                                             config.data_dir), mesh)

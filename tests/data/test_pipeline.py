@@ -8,25 +8,28 @@ import itertools
 import os
 import time
 
-import ml_collections
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from sharesnet_jax.data import digits
+from sharesnet_jax.data import digits, sources
 from sharesnet_jax.data import pipeline as input_pipeline
-from sharesnet_jax.training.config import base_config
+from tests.helpers import write_tiny_tfds_dataset
 
 NUM_DIGITS_TRAIN = 1497
 NUM_DIGITS_TEST = 300
+SHUFFLE_BUFFER = 2048  # A partial shuffle is enough where the order is not the point.
 
 
-def make_config(**overrides) -> ml_collections.ConfigDict:
-    """A config of the schema (the pipelines read only its fields, with its defaults)."""
-    config = base_config()
-    config.shuffle_buffer = 2048
-    config.update(overrides)
-    return config
+def open_digits(data_dir: str, **load_options):
+    """The digits source and its description under `load_options` (see pipeline.load_info)."""
+    source = sources.open_source('digits', data_dir)
+    return source, input_pipeline.load_info(source, **load_options)
+
+
+def train_stream(source, info, *, seed: int = 0, shuffle_buffer: int = SHUFFLE_BUFFER, **options):
+    return input_pipeline.train_batches(source, info, seed=seed, shuffle_buffer=shuffle_buffer,
+                                        **options)
 
 
 @pytest.fixture(scope='module')
@@ -102,7 +105,7 @@ def test_ensure_that_loses_the_rename_race_uses_the_winner(digits_dir, monkeypat
 
 
 def test_load_info_digits(digits_dir):
-    info = input_pipeline.load_info(make_config(data_dir=digits_dir))
+    _, info = open_digits(digits_dir)
     assert info.name == 'digits'
     assert info.num_classes == 10
     assert info.image_shape == (32, 32, 3)
@@ -113,21 +116,19 @@ def test_load_info_digits(digits_dir):
     assert all(20 < m < 200 for m in info.mean) and all(20 < s < 150 for s in info.std)
 
 
-def test_schema_defaults_with_only_dataset_and_data_dir_work(digits_dir):
-    config = base_config()
-    config.update(dataset='digits', data_dir=digits_dir)
-    info = input_pipeline.load_info(config)
-    batch = next(input_pipeline.train_batches(config, info, local_batch_size=8))
+def test_defaults_with_only_dataset_data_dir_and_seed_work(digits_dir):
+    source, info = open_digits(digits_dir)
+    batch = next(input_pipeline.train_batches(source, info, seed=0, local_batch_size=8))
     assert batch['image'].shape == (8, 32, 32, 3)
 
 
 # ---------------------------------------------------------------------------------------------
-# Shapes and dtypes, including mock TFDS datasets.
+# Shapes and dtypes, including tiny real CIFAR-10 and ImageNet datasets.
 
 
-def check_train_and_eval(config, info, local_batch_size: int) -> None:
+def check_train_and_eval(source, info, local_batch_size: int) -> None:
     height, width, channels = info.image_shape
-    train = take(input_pipeline.train_batches(config, info, local_batch_size=local_batch_size), 3)
+    train = take(train_stream(source, info, local_batch_size=local_batch_size), 3)
     for batch in train:
         assert set(batch) == {'image', 'label'}
         assert batch['image'].shape == (local_batch_size, height, width, channels)
@@ -135,7 +136,7 @@ def check_train_and_eval(config, info, local_batch_size: int) -> None:
         assert batch['label'].shape == (local_batch_size,)
         assert batch['label'].dtype == np.int32
         assert batch['label'].min() >= 0 and batch['label'].max() < info.num_classes
-    evaluation = list(input_pipeline.eval_batches(config, info, local_batch_size=local_batch_size))
+    evaluation = list(input_pipeline.eval_batches(source, info, local_batch_size=local_batch_size))
     assert len(evaluation) == input_pipeline.num_eval_batches(info, local_batch_size)
     for batch in evaluation:
         assert set(batch) == {'image', 'label', 'mask'}
@@ -146,55 +147,53 @@ def check_train_and_eval(config, info, local_batch_size: int) -> None:
     assert sum(batch['mask'].sum() for batch in evaluation) == info.num_eval_examples
 
 
-def test_mock_cifar10(tmp_path):
-    with tfds.testing.mock_data(num_examples=10):
-        config = make_config(dataset='cifar10', data_dir=str(tmp_path))
-        info = input_pipeline.load_info(config)
-        assert info.image_shape == (32, 32, 3)
-        assert info.augment == 'cifar'
-        assert (info.num_train_examples, info.num_eval_examples) == (10, 10)
-        assert info.mean[0] == pytest.approx(125.3, abs=0.1)
-        assert len(info.class_names) == 10  # Mock metadata has no names: '0'..'9'.
-        check_train_and_eval(config, info, local_batch_size=4)
+def test_tiny_cifar10(tmp_path):
+    source = sources.open_source('cifar10', write_tiny_tfds_dataset(
+        tmp_path, 'cifar10', {'train': 10, 'test': 6}))
+    info = input_pipeline.load_info(source)
+    assert info.image_shape == (32, 32, 3)
+    assert info.augment == 'cifar'
+    assert (info.num_train_examples, info.num_eval_examples) == (10, 6)
+    assert info.mean[0] == pytest.approx(125.3, abs=0.1)
+    assert len(info.class_names) == 10
+    check_train_and_eval(source, info, local_batch_size=4)
 
 
-def test_mock_imagenet_handles_random_image_sizes(tmp_path):
-    with tfds.testing.mock_data(num_examples=10):
-        config = make_config(dataset='imagenet2012', data_dir=str(tmp_path), image_size=64)
-        info = input_pipeline.load_info(config)
-        assert info.image_shape == (64, 64, 3)
-        assert info.augment == 'imagenet'
-        assert info.num_classes == 1000
-        assert info.mean[0] == pytest.approx(123.675)
-        check_train_and_eval(config, info, local_batch_size=4)
+def test_tiny_imagenet_handles_images_of_many_sizes(tmp_path):
+    source = sources.open_source('imagenet2012', write_tiny_tfds_dataset(
+        tmp_path, 'imagenet2012', {'train': 10, 'validation': 6}))
+    assert sources.is_jpeg(source)
+    info = input_pipeline.load_info(source, image_size=64)
+    assert info.image_shape == (64, 64, 3)
+    assert info.augment == 'imagenet'
+    assert info.num_classes == 1000
+    assert info.num_eval_examples == 6  # No 'test' split: ImageNet's 'validation' evaluates.
+    assert info.mean[0] == pytest.approx(123.675)
+    check_train_and_eval(source, info, local_batch_size=4)
 
 
 def test_imagenet_style_on_decoded_images(digits_dir):
     # Digits are decoded arrays, not JPEG bytes: the random-resized crop's other branch.
-    config = make_config(data_dir=digits_dir, augment='imagenet', image_size=24)
-    info = input_pipeline.load_info(config)
+    source, info = open_digits(digits_dir, augment='imagenet', image_size=24)
     assert info.image_shape == (24, 24, 3)
-    check_train_and_eval(config, info, local_batch_size=64)
+    check_train_and_eval(source, info, local_batch_size=64)
 
 
 def test_colour_jitter_and_lighting_are_deterministic_and_change_images(digits_dir):
-    plain = make_config(data_dir=digits_dir, augment='imagenet', image_size=24)
-    coloured = make_config(data_dir=digits_dir, augment='imagenet', image_size=24,
-                           color_jitter=0.4, pca_lighting=0.1)
-    info = input_pipeline.load_info(plain)
-    first = take(input_pipeline.train_batches(coloured, info, local_batch_size=32), 2)
-    again = take(input_pipeline.train_batches(coloured, info, local_batch_size=32), 2)
+    source, info = open_digits(digits_dir, augment='imagenet', image_size=24)
+    colour = dict(color_jitter=0.4, pca_lighting=0.1)
+    first = take(train_stream(source, info, local_batch_size=32, **colour), 2)
+    again = take(train_stream(source, info, local_batch_size=32, **colour), 2)
     assert_batches_equal(first, again)
-    base = take(input_pipeline.train_batches(plain, info, local_batch_size=32), 2)
+    base = take(train_stream(source, info, local_batch_size=32), 2)
     assert first[0]['image'].dtype == np.uint8
     assert np.mean(first[0]['image'] != base[0]['image']) > 0.1
     np.testing.assert_array_equal(first[0]['label'], base[0]['label'])
 
 
 def test_augment_none_yields_the_stored_images(digits_dir):
-    config = make_config(data_dir=digits_dir, augment='none')
-    info = input_pipeline.load_info(config)
-    batch = next(input_pipeline.train_batches(config, info, local_batch_size=32))
+    source, info = open_digits(digits_dir, augment='none')
+    batch = next(train_stream(source, info, local_batch_size=32))
     assert set(example_hashes(batch)) <= set(digits_split_hashes('train'))
 
 
@@ -205,28 +204,24 @@ def test_augment_none_yields_the_stored_images(digits_dir):
 @pytest.fixture(scope='module')
 def digits_stream(digits_dir):
     """The first 9 batches of 256 (5 steps per epoch): they cross an epoch boundary."""
-    config = make_config(data_dir=digits_dir, seed=7)
-    info = input_pipeline.load_info(config)
-    batches = take(input_pipeline.train_batches(config, info, local_batch_size=256), 9)
-    return config, info, batches
+    source, info = open_digits(digits_dir)
+    batches = take(train_stream(source, info, seed=7, local_batch_size=256), 9)
+    return source, info, batches
 
 
 @pytest.mark.parametrize('start_step', [3, 5, 7])
 def test_resume_yields_the_same_batches(digits_stream, start_step):
-    config, info, batches = digits_stream
+    source, info, batches = digits_stream
     assert input_pipeline.steps_per_epoch(info, 256) == 5
-    resumed = input_pipeline.train_batches(
-        config, info, local_batch_size=256, start_step=start_step
-    )
+    resumed = train_stream(source, info, seed=7, local_batch_size=256, start_step=start_step)
     assert_batches_equal(batches[start_step:], take(resumed, len(batches) - start_step))
 
 
 def test_same_seed_same_stream_other_seed_other_stream(digits_stream):
-    config, info, batches = digits_stream
-    again = take(input_pipeline.train_batches(config, info, local_batch_size=256), 2)
+    source, info, batches = digits_stream
+    again = take(train_stream(source, info, seed=7, local_batch_size=256), 2)
     assert_batches_equal(batches[:2], again)
-    other_config = make_config(data_dir=config.data_dir, seed=8)
-    other = next(input_pipeline.train_batches(other_config, info, local_batch_size=256))
+    other = next(train_stream(source, info, seed=8, local_batch_size=256))
     assert not np.array_equal(other['label'], batches[0]['label'])
     assert not np.array_equal(other['image'], batches[0]['image'])
 
@@ -236,12 +231,12 @@ def test_epochs_are_shuffled_and_augmented_differently(digits_stream):
     assert not np.array_equal(batches[0]['label'], batches[5]['label'])
 
 
-def _epoch_positions(config, info, start_step=0, steps=10):
+def _epoch_positions(source, info, start_step=0, steps=10):
     """Positions, in the stored order, of the unaugmented examples of `steps` batches of 128."""
     images, labels = digits.load_digit_splits()['train']
     position = {h: i for i, h in enumerate(example_hashes({'image': images, 'label': labels}))}
-    batches = take(input_pipeline.train_batches(config, info, local_batch_size=128,
-                                                start_step=start_step), steps)
+    batches = take(train_stream(source, info, shuffle_buffer=0, local_batch_size=128,
+                                start_step=start_step), steps)
     return [[position[h] for h in example_hashes(batch)] for batch in batches]
 
 
@@ -249,10 +244,9 @@ def test_each_epoch_is_a_full_permutation_of_the_training_set(digits_dir):
     """shuffle_buffer=0 (the schema's default): every epoch draws its examples from the whole
     split (the Torch code's randperm), never twice, in a new order each epoch, the same after a
     resume. 1,497 examples, 11 steps of 128 per epoch (the last 89 dropped, as 'skip-last')."""
-    config = make_config(data_dir=digits_dir, augment='none', shuffle_buffer=0)
-    info = input_pipeline.load_info(config)
+    source, info = open_digits(digits_dir, augment='none')
     assert input_pipeline.steps_per_epoch(info, 128) == 11
-    batches = _epoch_positions(config, info, steps=22)
+    batches = _epoch_positions(source, info, steps=22)
     epochs = [sum(batches[:11], []), sum(batches[11:], [])]
     for epoch in epochs:
         assert len(set(epoch)) == len(epoch) == 11 * 128
@@ -260,7 +254,7 @@ def test_each_epoch_is_a_full_permutation_of_the_training_set(digits_dir):
     # A buffer would keep the first batch near the start of the stored order; a permutation
     # draws it from everywhere.
     assert max(batches[0]) > 1300 and max(batches[11]) > 1300
-    assert _epoch_positions(config, info, start_step=13, steps=3) == batches[13:16]
+    assert _epoch_positions(source, info, start_step=13, steps=3) == batches[13:16]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -268,13 +262,12 @@ def test_each_epoch_is_a_full_permutation_of_the_training_set(digits_dir):
 
 
 def test_process_train_shares_are_disjoint(digits_dir):
-    config = make_config(data_dir=digits_dir, augment='none')  # Unaugmented: hashes identify.
-    info = input_pipeline.load_info(config)
+    source, info = open_digits(digits_dir, augment='none')  # Unaugmented: hashes identify.
     steps = input_pipeline.steps_per_epoch(info, 2 * 128)
     shares = []
     for process_index in range(2):
-        stream = input_pipeline.train_batches(
-            config, info, local_batch_size=128, process_index=process_index, process_count=2
+        stream = train_stream(
+            source, info, local_batch_size=128, process_index=process_index, process_count=2
         )
         shares.append([h for batch in take(stream, steps) for h in example_hashes(batch)])
     first, second = (set(share) for share in shares)
@@ -285,14 +278,13 @@ def test_process_train_shares_are_disjoint(digits_dir):
 
 @pytest.mark.parametrize('process_count', [2, 3])
 def test_eval_covers_every_example_once_with_equal_batch_counts(digits_dir, process_count):
-    config = make_config(data_dir=digits_dir)
-    info = input_pipeline.load_info(config)
+    source, info = open_digits(digits_dir)
     local_batch_size = 32
     assert (NUM_DIGITS_TEST % (local_batch_size * process_count)) != 0
     seen, batch_counts = collections.Counter(), []
     for process_index in range(process_count):
         batches = list(input_pipeline.eval_batches(
-            config, info, local_batch_size=local_batch_size,
+            source, info, local_batch_size=local_batch_size,
             process_index=process_index, process_count=process_count,
         ))
         batch_counts.append(len(batches))
@@ -304,20 +296,6 @@ def test_eval_covers_every_example_once_with_equal_batch_counts(digits_dir, proc
     assert seen == digits_split_hashes('test')
 
 
-def test_eval_shares_under_mock_data(tmp_path):
-    # mock_data ignores sub-splits, so the pipeline shards instead; coverage must still hold.
-    with tfds.testing.mock_data(num_examples=10):
-        config = make_config(dataset='cifar10', data_dir=str(tmp_path))
-        info = input_pipeline.load_info(config)
-        masks = [
-            [batch['mask'] for batch in input_pipeline.eval_batches(
-                config, info, local_batch_size=4, process_index=index, process_count=2)]
-            for index in range(2)
-        ]
-    assert len(masks[0]) == len(masks[1]) == 2
-    assert sum(mask.sum() for share in masks for mask in share) == 10
-
-
 # ---------------------------------------------------------------------------------------------
 # Errors.
 
@@ -326,7 +304,7 @@ def test_eval_shares_under_mock_data(tmp_path):
 def test_absent_dataset_is_a_quick_one_line_value_error(tmp_path, dataset):
     started = time.monotonic()
     with pytest.raises(ValueError) as raised:
-        input_pipeline.load_info(make_config(dataset=dataset, data_dir=str(tmp_path)))
+        sources.open_source(dataset, str(tmp_path))
     assert time.monotonic() - started < 10
     message = str(raised.value)
     assert '\n' not in message
@@ -339,12 +317,11 @@ def test_absent_dataset_is_a_quick_one_line_value_error(tmp_path, dataset):
 
 def test_unknown_dataset_is_a_one_line_value_error(tmp_path):
     with pytest.raises(ValueError, match='no_such_dataset') as raised:
-        input_pipeline.load_info(make_config(dataset='no_such_dataset', data_dir=str(tmp_path)))
+        sources.open_source('no_such_dataset', str(tmp_path))
     assert '\n' not in str(raised.value)
 
 
 def test_batch_larger_than_the_dataset_is_rejected(digits_dir):
-    config = make_config(data_dir=digits_dir)
-    info = input_pipeline.load_info(config)
+    source, info = open_digits(digits_dir)
     with pytest.raises(ValueError, match='exceeds'):
-        input_pipeline.train_batches(config, info, local_batch_size=NUM_DIGITS_TRAIN + 1)
+        train_stream(source, info, local_batch_size=NUM_DIGITS_TRAIN + 1)

@@ -8,8 +8,8 @@ import pytest
 
 from sharesnet_jax.data import pipeline as input_pipeline
 from tests.data.test_pipeline import (
-    NUM_DIGITS_TRAIN, digits_split_hashes, example_hashes, make_config, take,
-    assert_batches_equal,
+    NUM_DIGITS_TRAIN, assert_batches_equal, digits_split_hashes, example_hashes, open_digits,
+    take, train_stream,
 )
 
 LOCAL_BATCH = 64
@@ -20,13 +20,12 @@ def two_streams(tmp_path_factory):
     from sharesnet_jax.data import digits
 
     data_dir = digits.ensure_digits_dataset(str(tmp_path_factory.mktemp("tfds")))
-    config = make_config(data_dir=data_dir, augment="none", seed=3)  # hashes identify examples
-    info = input_pipeline.load_info(config)
+    source, info = open_digits(data_dir, augment="none")  # hashes identify examples
     steps = input_pipeline.steps_per_epoch(info, 2 * LOCAL_BATCH)
-    streams = [take(input_pipeline.train_batches(config, info, local_batch_size=LOCAL_BATCH,
-                                                 process_index=i, process_count=2), steps + 2)
+    streams = [take(train_stream(source, info, seed=3, local_batch_size=LOCAL_BATCH,
+                                 process_index=i, process_count=2), steps + 2)
                for i in range(2)]
-    return config, info, steps, streams
+    return source, info, steps, streams
 
 
 def test_each_epoch_reads_every_example_at_most_once_over_both_processes(two_streams):
@@ -51,11 +50,11 @@ def test_each_epoch_reads_every_example_at_most_once_over_both_processes(two_str
 
 @pytest.mark.parametrize("start_step", [3, 11])  # within the first epoch, and in the second
 def test_each_process_resumes_its_own_stream_at_the_step(two_streams, start_step):
-    config, info, steps, streams = two_streams
+    source, info, steps, streams = two_streams
     assert start_step < steps + 2
     for process_index, stream in enumerate(streams):
-        resumed = input_pipeline.train_batches(
-            config, info, local_batch_size=LOCAL_BATCH, start_step=start_step,
+        resumed = train_stream(
+            source, info, seed=3, local_batch_size=LOCAL_BATCH, start_step=start_step,
             process_index=process_index, process_count=2)
         count = min(2, len(stream) - start_step)
         assert_batches_equal(stream[start_step:start_step + count], take(resumed, count))

@@ -122,8 +122,8 @@ MUTATIONS = [
         "brightness, contrast, saturation always in one order (fb.resnet.torch draws one per image)"),
     Mutation(
         "shuffle_buffer_not_full", PIPELINE,
-        "int(config.shuffle_buffer) or info.num_train_examples,",
-        "int(config.shuffle_buffer) or 64,",
+        "reader.shuffle_buffer or info.num_train_examples,",
+        "reader.shuffle_buffer or 64,",
         ("tests/data/test_pipeline.py", "-k", "full_permutation"),
         "each epoch a 64-example shuffle buffer instead of a full permutation"),
     Mutation(
@@ -231,8 +231,8 @@ MUTATIONS = [
         "the pipeline restarts the epoch instead of continuing within it"),
     Mutation(
         "pipeline_train_share_ignored", PIPELINE,
-        "source, sources.train_split(config), process_index=process_index, process_count=process_count,",
-        "source, sources.train_split(config), process_index=0, process_count=process_count,",
+        "source, reader.split, process_index=process_index, process_count=process_count,",
+        "source, reader.split, process_index=0, process_count=process_count,",
         ("tests/data/test_pipeline.py", "-k", "process_train_shares_are_disjoint"),
         "the pipeline reads process 0's training share on every process"),
     Mutation(
@@ -407,12 +407,12 @@ MUTATIONS += [
        "lambda y: tf.fill(tf.shape(y), tf.reduce_mean(y)),  # contrast",
        ("tests/data/test_augment.py", "-k", "colour_jitter_follows"),
        "contrast blends with the mean of all channels, not the mean grey level"),
-    _m("C53", "cifar100_own_statistics", "sharesnet_jax/data/pipeline.py",
+    _m("C53", "cifar100_own_statistics", "sharesnet_jax/data/info.py",
        "'cifar100': _CIFAR10_MEAN_STD,",
        "'cifar100': ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),",
        ("tests/data/test_dataset_statistics.py",),
        "CIFAR-100 normalised with its own statistics, not the Wide ResNet code's CIFAR-10 ones"),
-    _m("C53", "cifar10_std_of_another_code", "sharesnet_jax/data/pipeline.py",
+    _m("C53", "cifar10_std_of_another_code", "sharesnet_jax/data/info.py",
        "_CIFAR10_MEAN_STD = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))",
        "_CIFAR10_MEAN_STD = ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))",
        ("tests/data/test_dataset_statistics.py",), "the widespread wrong CIFAR-10 std"),
@@ -747,7 +747,6 @@ MUTATIONS += [
        "for step_dir in step_directories(source):", "for step_dir in step_directories(source)[:1]:",
        ("tests/training/test_failures_mid_run.py", "-k", "init_from_a_workdir_with_a_truncated"),
        "init_from fails on a truncated newest checkpoint instead of using the previous"),
-    # (is_prepared() -> True was tried first: an equivalent mutant, as_dataset says the same.)
     _m("C87", "absent_dataset_without_how_to_prepare", "sharesnet_jax/data/sources.py",
        "raise ValueError(_absent_message(source)) from None",
        'raise ValueError(f"dataset {source.name!r} not found") from None',

@@ -48,11 +48,24 @@ def test_truncated_dataset_files_say_to_prepare_again(tmp_path, data_dir, traine
     _one_line(error)
 
 
-def test_opened_dataset_is_reused_across_evaluations(data_dir, trained):
+def test_opened_dataset_is_reused_across_evaluations(data_dir, monkeypatch):
+    """The run opens (and checks) its dataset once: training and every evaluation read the
+    source that load_dataset_info opened."""
     from sharesnet_jax.data import sources
+    from sharesnet_jax.training import run_setup, trainer
 
+    opened = []
+    real_open = sources.open_source
+    monkeypatch.setattr(sources, "open_source",
+                        lambda *args, **kwargs: opened.append(args) or real_open(*args, **kwargs))
+    monkeypatch.setattr(trainer.sharding, "prefetch_to_mesh", lambda batches, mesh: batches)
     config = small(data_dir)
-    assert sources.open_source(config) is sources.open_source(config)
+    info = run_setup.load_dataset_info(config)
+    plan = run_setup.plan_steps(config, info)
+    for _ in range(2):
+        assert next(trainer.eval_batches(config, info, None, plan))["image"].shape[0] > 0
+    assert next(trainer.train_batches(config, info, None, start_step=3))["image"].shape[0] > 0
+    assert len(opened) == 1
 
 
 # --------------------------------------------------------------------------------------------

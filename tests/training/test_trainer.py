@@ -1,4 +1,4 @@
-"""The trainer end to end, on real (embedded digits) and mock TFDS data, offline."""
+"""The trainer end to end, on the embedded digits and tiny real TFDS datasets, offline."""
 
 import importlib.util
 import json
@@ -9,13 +9,12 @@ import sys
 
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 
 from sharesnet_jax import train
 from sharesnet_jax.training.run_setup import build_model
 from sharesnet_jax.data.info import KNOWN_NUM_CLASSES
 from sharesnet_jax.models.stats import abstract_variables, count_params
-from tests.helpers import ROOT, tiny_config
+from tests.helpers import ROOT, tiny_config, write_tiny_tfds_dataset
 
 
 
@@ -58,15 +57,15 @@ def test_stopped_and_restarted_run_matches_uninterrupted(tmp_path, data_dir):
         assert resumed[key] == whole[key], key
 
 
-@pytest.mark.parametrize("dataset,model,image_size", [
-    ("cifar10", "cifar_sharesnet14", None),
-    ("imagenet2012", "sharesnet18", 64),  # mock images come in random sizes
+@pytest.mark.parametrize("dataset,eval_split,model,image_size", [
+    ("cifar10", "test", "cifar_sharesnet14", None),
+    ("imagenet2012", "validation", "sharesnet18", 64),  # JPEGs of many sizes
 ])
-def test_paper_datasets_under_mock_data(tmp_path, dataset, model, image_size):
+def test_paper_datasets_train_end_to_end(tmp_path, dataset, eval_split, model, image_size):
+    data_dir = write_tiny_tfds_dataset(tmp_path / "d", dataset, {"train": 40, eval_split: 16})
     config = tiny_config(dataset=dataset, model=model, image_size=image_size, batch_size=8,
-                         eval_batch_size=16, num_train_steps=2, data_dir=str(tmp_path / "d"))
-    with tfds.testing.mock_data(num_examples=40):
-        results = train.train_and_evaluate(config, str(tmp_path / "work"))
+                         eval_batch_size=16, num_train_steps=2, data_dir=data_dir)
+    results = train.train_and_evaluate(config, str(tmp_path / "work"))
     assert results["step"] == 2
     assert np.isfinite(results["eval_loss"])
 
@@ -159,14 +158,16 @@ def test_train_step_on_8_devices_matches_1_device(bn_group_size):
     ("cifar10_sharesnet164.py", None),
     ("imagenet_sharesnet50.py", 128),
 ])
-def test_paper_config_runs_steps_under_mock_data(tmp_path, config_file, image_size):
+def test_paper_config_runs_steps_on_tiny_datasets(tmp_path, config_file, image_size):
     """The full-size paper models through the real pipelines (slow: minutes of CPU compile)."""
     config = _load_config(ROOT / "configs" / config_file)
+    eval_split = "validation" if config.dataset.startswith("imagenet") else "test"
+    data_dir = write_tiny_tfds_dataset(tmp_path / "d", config.dataset,
+                                       {config.train_split: 24, eval_split: 16})
     config.update(dict(batch_size=8, eval_batch_size=16, num_train_steps=2, log_every_steps=1,
-                       data_dir=str(tmp_path / "d")))
+                       data_dir=data_dir))
     config.image_size = image_size
-    with tfds.testing.mock_data(num_examples=24):
-        results = train.train_and_evaluate(config, str(tmp_path / "work"))
+    results = train.train_and_evaluate(config, str(tmp_path / "work"))
     assert results["step"] == 2 and np.isfinite(results["eval_loss"])
 
 
