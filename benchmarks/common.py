@@ -43,6 +43,7 @@ from sharesnet_jax.models.stats import count_params, forward_macs  # noqa: E402
 from sharesnet_jax.preflight.plan import train_flops_per_device  # noqa: E402
 from sharesnet_jax.tables import markdown_table  # noqa: E402,F401 - the one table writer
 from sharesnet_jax.training import recipes, sharding  # noqa: E402
+from sharesnet_jax.training.config import DTYPES  # noqa: E402,F401 - the scripts' --dtype choices
 from sharesnet_jax.training.device_checks import Memory  # noqa: E402
 from sharesnet_jax.training.run_setup import build_run  # noqa: E402
 from sharesnet_jax.training.steps import TrainState, create_replicated_state  # noqa: E402
