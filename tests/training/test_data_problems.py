@@ -5,6 +5,8 @@ an evaluation that fails checkpoints the steps trained first."""
 import os
 import re
 import shutil
+import threading
+import time
 
 import pytest
 
@@ -81,6 +83,27 @@ def _copy_of(data_dir, tmp_path):
     return copy, version
 
 
+def _fifos_released_after(paths, seconds: float) -> None:
+    """Replaces `paths` by FIFOs. A run that reads one blocks forever (the bug this case guards
+    against): after `seconds` a watchdog opens each for writing and closes it, so the reader
+    sees an end of file and the case fails on its time and message instead of hanging."""
+    for path in paths:
+        os.remove(path)
+        os.mkfifo(path)
+
+    def release() -> None:
+        time.sleep(seconds)
+        for _ in range(100):
+            for path in paths:
+                try:
+                    os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+                except OSError:  # no reader blocked on it (yet), or the copy is gone
+                    pass
+            time.sleep(0.1)
+
+    threading.Thread(target=release, daemon=True).start()
+
+
 def _eval_records(version):
     return sorted(version.glob("*-test.tfrecord*"))
 
@@ -111,7 +134,7 @@ DATA_CASES = [
     ("eval file missing", lambda v: [os.remove(p) for p in _eval_records(v)], {},
      r"the files of split 'test' of dataset 'digits' are not all readable: \S+test.tfrecord\S* "
      r"\(No such file or directory\)"),
-    ("eval file a FIFO", lambda v: [(os.remove(p), os.mkfifo(p)) for p in _eval_records(v)], {},
+    ("eval file a FIFO", lambda v: _fifos_released_after(_eval_records(v), seconds=40), {},
      r"\S+test.tfrecord\S* \(it is not a regular file\)"),
     ("sub-split of a truncated file", lambda v: [_truncate(p) for p in _eval_records(v)],
      dict(eval_split="test[:10]"), r"the files of split 'test' .* truncated"),
