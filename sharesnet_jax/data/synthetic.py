@@ -12,10 +12,12 @@ from jax.sharding import Sharding
 from sharesnet_jax.data.info import KNOWN_TRAIN_EXAMPLES, DatasetInfo
 
 NAME = "synthetic"
+# A CIFAR-sized epoch, so that epoch-based step counts stay meaningful.
+NUM_TRAIN_EXAMPLES = KNOWN_TRAIN_EXAMPLES["cifar10"]
 
 
 def synthetic_info(image_size: int, num_classes: int,
-                   num_train_examples: int = KNOWN_TRAIN_EXAMPLES['cifar10'],
+                   num_train_examples: int = NUM_TRAIN_EXAMPLES,
                    num_eval_examples: int = 1_000) -> DatasetInfo:
     """A CIFAR-sized epoch by default, so that epoch-based step counts stay meaningful."""
     return DatasetInfo(name=NAME, num_classes=num_classes, image_shape=(image_size, image_size, 3),

@@ -35,7 +35,8 @@ def planned_dataset(config) -> DatasetInfo:
     family = model_spec(config.model).family
     name = config.dataset.split(":")[0]
     if config.dataset == synthetic.NAME:
-        num_classes, num_train = config.num_classes or family.num_classes, 50_000
+        num_classes = config.num_classes or family.num_classes
+        num_train = synthetic.NUM_TRAIN_EXAMPLES
     elif name in KNOWN_NUM_CLASSES:
         num_classes, num_train = KNOWN_NUM_CLASSES[name], KNOWN_TRAIN_EXAMPLES[name]
     else:
